@@ -1,0 +1,43 @@
+# The two commands the README promises: `make demo` and `make test`.
+# Each creates .venv when missing and installs the project into it; a second run reinstalls
+# only when pyproject.toml or constraints.txt changed.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.musicops-installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: install demo test test-slow lint bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing torch 2.13.0 (CPU) and the project into $(VENV) ..."
+	@# torch first, alone: with torch already present nothing else can pull a CUDA build.
+	@$(PIP) install torch==2.13.0
+	@$(PIP) install -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	@$(BIN)/musicops demo
+
+test: install
+	@$(BIN)/ruff check .
+	@$(BIN)/pytest -m "not slow"
+
+test-slow: install
+	@$(BIN)/pytest -m slow
+
+lint: install
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install
+	@$(BIN)/python benchmarks/generate.py
+
+# Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
+lock: install
+	@$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

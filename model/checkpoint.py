@@ -1,0 +1,115 @@
+"""Save and load models in Hugging Face format, with a small model card, atomically.
+
+A model directory is what `save_pretrained` writes for the model and its processor, plus
+`musicops.json` (the card: preset, limits, data version, training commit, metrics). A directory
+with facebook/musicgen-small's layout (no card) loads through the same code with default limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
+
+from model.build import configure
+from model.errors import ModelInputError
+from model.presets import Preset
+
+CARD_FILE = "musicops.json"
+
+
+@dataclass
+class ModelCard:
+    """What a model directory says about itself beyond the transformers config."""
+
+    preset: str = "unknown"
+    context_seconds: float = 30.0
+    extend_stride_seconds: float = 18.0
+    max_duration_seconds: float = 300.0
+    data_version: str | None = None
+    training_commit: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    notes: str = ""
+
+    @classmethod
+    def for_preset(cls, preset: Preset, **extra: Any) -> ModelCard:
+        return cls(
+            preset=preset.name,
+            context_seconds=preset.context_seconds,
+            extend_stride_seconds=preset.extend_stride_seconds,
+            max_duration_seconds=preset.max_duration_seconds,
+            **extra,
+        )
+
+    @classmethod
+    def read(cls, directory: Path) -> ModelCard:
+        path = directory / CARD_FILE
+        if not path.is_file():
+            return cls(preset="external", notes="no musicops.json: a model saved by other tools")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ModelInputError(f"model card {path} is not valid JSON: {error}") from None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def save_model(
+    model: MusicgenForConditionalGeneration,
+    processor: MusicgenProcessor,
+    directory: str | Path,
+    card: ModelCard,
+) -> Path:
+    """Write model, processor and card to `directory`, replacing it only once everything is on disk."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / CARD_FILE).write_text(json.dumps(asdict(card), indent=2) + "\n")
+        for path in staging.iterdir():  # flush file contents before the rename makes them visible
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        _swap_in(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _swap_in(staging: Path, directory: Path) -> None:
+    # os.replace cannot replace a non-empty directory: move the old one aside first, then drop it.
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+    os.replace(staging, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_model(
+    directory: str | Path,
+) -> tuple[MusicgenForConditionalGeneration, MusicgenProcessor, ModelCard]:
+    """Load a model directory (ours or facebook/musicgen-small's layout), or raise ModelInputError."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise ModelInputError(f"model directory {directory} does not exist")
+    if not (directory / "config.json").is_file():
+        raise ModelInputError(f"{directory} is not a model directory: it has no config.json")
+    try:
+        model = MusicgenForConditionalGeneration.from_pretrained(directory, local_files_only=True)
+        processor = MusicgenProcessor.from_pretrained(directory, local_files_only=True)
+    except Exception as error:  # a boundary: any failure to read the files is a bad directory
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelInputError(f"cannot load the model in {directory}: {reason}") from None
+    return configure(model), processor, ModelCard.read(directory)

@@ -1,0 +1,207 @@
+"""Text (and optionally audio) in, music out: the generation API every caller uses.
+
+`MusicGenerator` wraps a transformers MusicGen with explicit parameters (`GenerationParams`):
+batched prompts, classifier-free guidance, top-k/top-p/temperature sampling, seeds, beam search,
+continuation of an audio prompt, long-form generation past the decoder's context in overlapping
+windows (audiocraft's `extend_stride`), and streaming audio chunks while tokens are still produced.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
+
+from model.build import build_model
+from model.checkpoint import ModelCard, load_model
+from model.decoder_step import CachedDecoder
+from model.decoding import Conditioning, beam_window, sample_window
+from model.errors import ModelInputError
+from model.params import GenerationParams
+from model.presets import PRESETS
+from model.streaming import StreamingCodecDecoder
+
+Progress = Callable[[int, int], None]  # (frames done, frames in all)
+
+
+@dataclass
+class Generation:
+    """Audio [B, samples] (float32, mono), its codes [B, K, frames], and the seed that made it."""
+
+    audio: np.ndarray
+    sample_rate: int
+    codes: torch.Tensor
+    seed: int
+
+
+class MusicGenerator:
+    """Generation over one loaded model. Build it with `MusicGenerator.load(dir_or_preset)`."""
+
+    def __init__(
+        self, model: MusicgenForConditionalGeneration, processor: MusicgenProcessor, card: ModelCard
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.card = card
+        self.decoder = CachedDecoder(model.decoder)
+        codec = model.config.audio_encoder
+        self.sample_rate: int = codec.sampling_rate
+        self.frame_rate: float = codec.frame_rate
+        self.hop_length = round(self.sample_rate / self.frame_rate)
+        self.num_codebooks: int = model.config.decoder.num_codebooks
+
+    @classmethod
+    def load(cls, source: str | Path, text_encoder: str | None = None) -> MusicGenerator:
+        """A model directory, or a preset name for a randomly initialised (untrained) model."""
+        if str(source) in PRESETS and not Path(source).exists():
+            preset = PRESETS[str(source)]
+            model, processor = build_model(preset, text_encoder)
+            return cls(model, processor, ModelCard.for_preset(preset, notes="untrained: random weights"))
+        return cls(*load_model(source))
+
+    # -- text and audio ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> Conditioning:
+        """Text states as the decoder's cross-attention sees them; an empty prompt is unconditional."""
+        tokens = self.processor.tokenizer(
+            prompts,
+            padding=True,
+            truncation=True,
+            max_length=256,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        mask = tokens["attention_mask"]
+        mask[torch.tensor([not p.strip() for p in prompts])] = 0
+        states = self.model.text_encoder(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state
+        config = self.model.config
+        if (
+            config.text_encoder.hidden_size != config.decoder.hidden_size
+            and config.decoder.cross_attention_hidden_size is None
+        ):
+            states = self.model.enc_to_dec_proj(states)
+        return Conditioning(states=states * mask[..., None], mask=mask)
+
+    @torch.inference_mode()
+    def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
+        """Codes [B, K, frames] of mono audio [B, samples] at the model's sample rate."""
+        values = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[:, None, :]
+        bandwidth = self.model.config.audio_encoder.target_bandwidths[-1]
+        codes = self.model.audio_encoder.encode(values, bandwidth=bandwidth).audio_codes
+        return codes[0, :, : self.num_codebooks]
+
+    @torch.inference_mode()
+    def decode_audio(self, codes: torch.Tensor) -> np.ndarray:
+        """Mono float32 audio [B, samples] of codes [B, K, frames]."""
+        audio = self.model.audio_encoder.decode(codes[None], [None]).audio_values
+        return audio[:, 0].float().numpy()
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def frames_for(self, seconds: float) -> int:
+        return max(1, int(np.ceil(seconds * self.frame_rate - 1e-6)))
+
+    def _prepare(self, prompts: list[str], params: GenerationParams) -> tuple[int, torch.Generator]:
+        if not prompts:
+            raise ModelInputError("at least one prompt is needed (an empty string is unconditional)")
+        params.check(self.card.max_duration_seconds)
+        seed = params.seed if params.seed is not None else random.randrange(2**31)
+        return seed, torch.Generator().manual_seed(seed)
+
+    @torch.inference_mode()
+    def iter_frames(
+        self,
+        prompts: list[str],
+        params: GenerationParams,
+        prompt_codes: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """New frames [B, K, n] in order, as soon as they are final, window after window."""
+        text = self.encode_text(prompts)
+        batch = len(prompts)
+        history = prompt_codes if prompt_codes is not None else torch.zeros(batch, self.num_codebooks, 0)
+        history = history.long()
+        context = self.frames_for(self.card.context_seconds)
+        stride = self.frames_for(self.card.extend_stride_seconds)
+        remaining = self.frames_for(params.duration)
+        first = True
+        while remaining > 0:
+            # The first window keeps as much of an audio prompt as leaves room to generate; later
+            # windows restart from the last (context - stride) frames, so each advances by `stride`.
+            keep = context - stride if not first else min(history.shape[2], context - 1)
+            prefix = history[:, :, history.shape[2] - keep :] if keep > 0 else history[:, :, :0]
+            count = min(remaining, context - prefix.shape[2])
+            if params.num_beams > 1:
+                frames, _ = beam_window(self.decoder, text, prefix, count, params)
+                yield frames
+                produced = [frames]
+            else:
+                produced = []
+                for frame in sample_window(self.decoder, text, prefix, count, params, generator):
+                    produced.append(frame[:, :, None])
+                    yield produced[-1]
+            history = torch.cat([history, *produced], dim=2)
+            remaining -= count
+            first = False
+
+    def generate(
+        self,
+        prompts: list[str],
+        params: GenerationParams,
+        audio_prompt: np.ndarray | None = None,
+        progress: Progress | None = None,
+    ) -> Generation:
+        """Generate `params.duration` seconds per prompt; with `audio_prompt` [B, samples], continue it
+        (the result then starts with the prompt audio, re-encoded)."""
+        seed, generator = self._prepare(prompts, params)
+        prompt_codes = None if audio_prompt is None else self.encode_audio(audio_prompt)
+        total = self.frames_for(params.duration)
+        pieces = [] if prompt_codes is None else [prompt_codes.long()]
+        done = 0
+        for frames in self.iter_frames(prompts, params, prompt_codes, generator):
+            pieces.append(frames)
+            done += frames.shape[2]
+            if progress:
+                progress(done, total)
+        codes = torch.cat(pieces, dim=2)
+        samples = round(params.duration * self.sample_rate)
+        if audio_prompt is not None:
+            samples += audio_prompt.shape[-1]
+        audio = self.decode_audio(codes)[:, :samples]
+        return Generation(audio=audio, sample_rate=self.sample_rate, codes=codes, seed=seed)
+
+    def stream(
+        self,
+        prompts: list[str],
+        params: GenerationParams,
+        progress: Progress | None = None,
+        **chunking: int,
+    ) -> Iterator[np.ndarray]:
+        """Audio chunks [B, samples] while generation runs; `chunking` goes to StreamingCodecDecoder.
+
+        The seed is fixed before the first chunk: read it from `params.seed` (None draws one at random).
+        """
+        if params.num_beams > 1:
+            raise ModelInputError("streaming needs num_beams=1: beams reorder frames until the end")
+        _, generator = self._prepare(prompts, params)
+        decoder = StreamingCodecDecoder(self.decode_audio, self.hop_length, **chunking)
+        samples = round(params.duration * self.sample_rate)
+        total, done, sent = self.frames_for(params.duration), 0, 0
+        for frames in self.iter_frames(prompts, params, None, generator):
+            done += frames.shape[2]
+            if progress:
+                progress(done, total)
+            chunk = decoder.push(frames)
+            if chunk is not None:
+                chunk = chunk[:, : samples - sent]
+                sent += chunk.shape[1]
+                yield chunk
+        chunk = decoder.flush()
+        if chunk is not None and sent < samples:
+            yield chunk[:, : samples - sent]

@@ -1,0 +1,47 @@
+"""The parameters of one generation request, checked before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model.errors import ModelInputError
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Every knob of a generation, with MusicGen's defaults (top-k 250, guidance 3, temperature 1).
+
+    temperature 0 means greedy decoding; top_k 0 and top_p 0 turn those filters off; guidance_scale 1
+    turns classifier-free guidance off. num_beams > 1 runs beam search over the guided log-probabilities
+    (deterministic, so sampling settings are ignored). With a fixed number of frames every hypothesis has
+    the same length, so there is no length penalty or early stopping to set.
+    """
+
+    duration: float = 10.0
+    guidance_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    seed: int | None = None
+    num_beams: int = 1
+
+    def check(self, max_duration: float) -> None:
+        """Raise ModelInputError naming the first parameter out of range."""
+        if not self.duration > 0:
+            raise ModelInputError(f"duration must be positive, got {self.duration} s")
+        if self.duration > max_duration:
+            raise ModelInputError(
+                f"duration {self.duration} s is beyond this model's limit of {max_duration} s"
+            )
+        if not 1.0 <= self.guidance_scale <= 20.0:
+            raise ModelInputError(f"guidance scale must be between 1 (off) and 20, got {self.guidance_scale}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ModelInputError(f"top-p must be between 0 (off) and 1, got {self.top_p}")
+        if self.top_k < 0:
+            raise ModelInputError(f"top-k must be 0 (off) or positive, got {self.top_k}")
+        if not 0.0 <= self.temperature <= 10.0:
+            raise ModelInputError(f"temperature must be between 0 (greedy) and 10, got {self.temperature}")
+        if not 1 <= self.num_beams <= 16:
+            raise ModelInputError(f"beams must be between 1 and 16, got {self.num_beams}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ModelInputError(f"seed must be a non-negative 64-bit integer, got {self.seed}")
