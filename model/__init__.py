@@ -19,6 +19,11 @@ class _MusicgenSpecialTokenNotice(logging.Filter):
         return "must be `None` or an integer within the vocabulary" not in record.getMessage()
 
 
+# The per-tensor "Loading weights" bar is noise for models this size; progress that matters is ours.
+import transformers  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()
+
 for _name in ("transformers.configuration_utils", "transformers.models.musicgen.configuration_musicgen"):
     logging.getLogger(_name).addFilter(_MusicgenSpecialTokenNotice())
 

@@ -37,8 +37,11 @@ def check_writable(path: Path) -> None:
         raise ModelInputError(f"output path {path} is a directory")
     if not folder.is_dir():
         raise ModelInputError(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ModelInputError(f"output folder {folder} is not writable")
+    try:  # a real probe: permission bits say nothing to root, or about read-only mounts
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ModelInputError(f"output folder {folder} is not writable: {error.strerror}") from None
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:

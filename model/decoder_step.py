@@ -51,20 +51,21 @@ class CachedDecoder:
         else:
             self.cross_mask = text_mask.bool()[:, None, None, :]
         dtype = text_states.dtype
-        self.keys = [
-            torch.empty(rows, self.num_heads, capacity, self.head_dim, dtype=dtype) for _ in self.cross
-        ]
+        self.keys = [torch.empty(rows, self.num_heads, capacity, self.head_dim, dtype=dtype) for _ in self.cross]
         self.values = [torch.empty_like(k) for k in self.keys]
         positions = self.decoder.embed_positions
         if capacity > positions.weights.shape[0]:
             positions.make_weights(capacity, positions.embedding_dim)
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep cache rows `index` (beam search): row i becomes the old row index[i]."""
+        """Keep cache rows `index` (beam search): row i becomes the old row index[i], text included."""
         p = self.position
         for keys, values in zip(self.keys, self.values, strict=True):
             keys[:, :, :p] = keys.index_select(0, index)[:, :, :p]
             values[:, :, :p] = values.index_select(0, index)[:, :, :p]
+        self.cross = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross]
+        if self.cross_mask is not None:
+            self.cross_mask = self.cross_mask.index_select(0, index)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed tokens [rows, codebooks, n] at the next n positions; logits [rows, codebooks, vocab] of the
@@ -88,9 +89,7 @@ class CachedDecoder:
             q = _linear(h, attn.q_proj).view(heads).transpose(1, 2)
             self.keys[i][:, :, start:end] = _linear(h, attn.k_proj).view(heads).transpose(1, 2)
             self.values[i][:, :, start:end] = _linear(h, attn.v_proj).view(heads).transpose(1, 2)
-            o = F.scaled_dot_product_attention(
-                q, self.keys[i][:, :, :end], self.values[i][:, :, :end], is_causal=n > 1
-            )
+            o = F.scaled_dot_product_attention(q, self.keys[i][:, :, :end], self.values[i][:, :, :end], is_causal=n > 1)
             x = x + _linear(o.transpose(1, 2).reshape(rows, n, -1), attn.out_proj)
 
             attn = layer.encoder_attn

@@ -42,9 +42,7 @@ class Generation:
 class MusicGenerator:
     """Generation over one loaded model. Build it with `MusicGenerator.load(dir_or_preset)`."""
 
-    def __init__(
-        self, model: MusicgenForConditionalGeneration, processor: MusicgenProcessor, card: ModelCard
-    ):
+    def __init__(self, model: MusicgenForConditionalGeneration, processor: MusicgenProcessor, card: ModelCard):
         self.model = model.eval()
         self.processor = processor
         self.card = card

@@ -30,9 +30,7 @@ class GenerationParams:
         if not self.duration > 0:
             raise ModelInputError(f"duration must be positive, got {self.duration} s")
         if self.duration > max_duration:
-            raise ModelInputError(
-                f"duration {self.duration} s is beyond this model's limit of {max_duration} s"
-            )
+            raise ModelInputError(f"duration {self.duration} s is beyond this model's limit of {max_duration} s")
         if not 1.0 <= self.guidance_scale <= 20.0:
             raise ModelInputError(f"guidance scale must be between 1 (off) and 20, got {self.guidance_scale}")
         if not 0.0 <= self.top_p <= 1.0:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def classifier_free_guidance(
-    conditional: torch.Tensor, unconditional: torch.Tensor, scale: float
-) -> torch.Tensor:
+def classifier_free_guidance(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
     """uncond + scale * (cond - uncond): scale 1 is the conditional model, larger follows the text more."""
     return unconditional + scale * (conditional - unconditional)
 

@@ -1,1 +1,1 @@
-"""musicops package."""
+"""The `musicops` command: a thin Typer front over the project's packages."""

@@ -1,0 +1,185 @@
+"""`musicops`: generate music, inspect models, run the demo. Heavy imports wait until a command runs,
+so `musicops --help` answers at once."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="musicops: train, measure, serve and watch MusicGen-style text-to-music models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A model directory (ours or facebook/musicgen-small's layout) or a preset name "
+        "(tiny, small, medium: random weights, for trying the machinery).",
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line naming the problem and return the exit to raise."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[
+        str, typer.Argument(help='What to play, e.g. "upbeat jazz with saxophone"; "" for unconditional.')
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="WAV file to write.")] = Path("musicops.wav"),
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of audio.")] = 10.0,
+    model: ModelOption = "tiny",
+    seed: Annotated[
+        int | None, typer.Option(help="Same seed, same audio. Default: drawn at random and printed.")
+    ] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale; 1 turns it off.")] = 3.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest codes; 0 turns it off.")] = 250,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass; 0 turns it off.")] = 0.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 decodes greedily.")] = 1.0,
+    beams: Annotated[int, typer.Option(help="Beam search width; 1 samples.")] = 1,
+    stream: Annotated[bool, typer.Option("--stream", help="Write audio chunks as they are produced.")] = False,
+    continue_from: Annotated[
+        Path | None,
+        typer.Option("--continue", help="Continue this audio file instead of starting from silence."),
+    ] = None,
+    normalize: Annotated[float | None, typer.Option(help="Normalise loudness to this many LUFS (e.g. -14).")] = None,
+) -> None:
+    """Generate music from a text prompt and write it as a WAV file."""
+    from model import GenerationParams, ModelInputError
+
+    params = GenerationParams(
+        duration=duration,
+        guidance_scale=guidance,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        num_beams=beams,
+    )
+    try:
+        _generate(prompt, out, model, params, stream, continue_from, normalize)
+    except ModelInputError as error:
+        raise fail(str(error)) from None
+
+
+def _generate(prompt, out, model_source, params, stream, continue_from, normalize) -> None:
+    import numpy as np
+    from tqdm import tqdm
+
+    from model import GenerationParams, MusicGenerator
+    from model.audio import check_writable, normalize_loudness, read_audio, write_wav
+
+    check_writable(out)
+    params.check(max_duration=float("inf"))  # what needs no model fails before the model loads
+    if stream and continue_from is not None:
+        raise fail("--stream and --continue do not combine yet")
+    generator = MusicGenerator.load(model_source)
+    params.check(generator.card.max_duration_seconds)
+    if params.seed is None:  # fix it now so it can be printed and the run repeated
+        import random
+
+        params = GenerationParams(**{**params.__dict__, "seed": random.randrange(2**31)})
+    bar = tqdm(total=generator.frames_for(params.duration), unit="frame", desc="generating", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    started = time.perf_counter()
+    first_chunk = None
+    if stream:
+        chunks = []
+        for chunk in generator.stream([prompt], params, progress=progress):
+            first_chunk = first_chunk or time.perf_counter() - started
+            chunks.append(chunk[0])
+        audio = np.concatenate(chunks)
+    else:
+        prompt_audio = None
+        if continue_from is not None:
+            prompt_audio = read_audio(continue_from, generator.sample_rate)[None]
+        audio = generator.generate([prompt], params, audio_prompt=prompt_audio, progress=progress).audio[0]
+    elapsed = time.perf_counter() - started
+    bar.close()
+    if normalize is not None:
+        audio = normalize_loudness(audio, generator.sample_rate, normalize)
+    write_wav(out, audio, generator.sample_rate)
+    seconds = audio.shape[0] / generator.sample_rate
+    latency = f", first chunk after {first_chunk:.2f} s" if first_chunk is not None else ""
+    typer.echo(
+        f"wrote {out} ({seconds:.2f} s at {generator.sample_rate} Hz, seed {params.seed}) in {elapsed:.2f} s: "
+        f"{seconds / elapsed:.1f}x real time{latency}"
+    )
+
+
+@app.command()
+def info(model: Annotated[str, typer.Argument(help="A model directory or a preset name.")]) -> None:
+    """Print a model's card: preset, sizes, limits, data version, training commit, metrics."""
+    from model import ModelInputError, MusicGenerator
+
+    try:
+        generator = MusicGenerator.load(model)
+    except ModelInputError as error:
+        raise fail(str(error)) from None
+    config = generator.model.config
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    card = generator.card
+    rows = {
+        "model": model,
+        "preset": card.preset,
+        "text encoder": f"{config.text_encoder.model_type} ({count(generator.model.text_encoder) / 1e6:.1f}M)",
+        "decoder": f"{config.decoder.num_hidden_layers} layers x {config.decoder.hidden_size} "
+        f"({count(generator.model.decoder) / 1e6:.1f}M)",
+        "codec": f"EnCodec {generator.sample_rate} Hz, {generator.frame_rate:g} frames/s, "
+        f"{generator.num_codebooks} codebooks x {config.decoder.vocab_size} "
+        f"({count(generator.model.audio_encoder) / 1e6:.1f}M)",
+        "context": f"{card.context_seconds:g} s (long-form stride {card.extend_stride_seconds:g} s, "
+        f"up to {card.max_duration_seconds:g} s)",
+        "data version": card.data_version or "-",
+        "training commit": card.training_commit or "-",
+        "created": card.created,
+    }
+    rows.update({f"metric {k}": f"{v:.4g}" for k, v in card.metrics.items()})
+    if card.notes:
+        rows["notes"] = card.notes
+    width = max(map(len, rows))
+    for key, value in rows.items():
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="Where the demo writes its outputs.")] = Path("artifacts/demo"),
+) -> None:
+    """Run the embedded default end to end and print where its outputs are."""
+    from model import GenerationParams, MusicGenerator
+    from model.audio import write_wav
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generator = MusicGenerator.load("tiny")
+    prompt = "A laid-back jazz tune at 92 BPM with saxophone, walking bass and brushed drums"
+    typer.echo(f"generating 5 s from the untrained `tiny` preset: {prompt!r}")
+    started = time.perf_counter()
+    result = generator.generate([prompt], GenerationParams(duration=5.0, seed=0))
+    elapsed = time.perf_counter() - started
+    path = write_wav(out_dir / "tiny-untrained.wav", result.audio[0], result.sample_rate)
+    typer.echo(f"sample: {path} (5.0 s in {elapsed:.2f} s; random weights until the pipeline trains them)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

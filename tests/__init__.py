@@ -1,0 +1,1 @@
+"""musicops tests: unit, integration and end-to-end (see pyproject markers)."""

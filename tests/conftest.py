@@ -1,0 +1,42 @@
+"""Shared fixtures: a micro MusicGen (seconds to build, real code paths) saved the way training saves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import MusicGenerator
+from model.build import build_model
+from model.checkpoint import ModelCard, save_model
+from model.presets import CodecPreset, DecoderPreset, Preset
+
+# The tiny preset's layout at a fraction of its size, with a 1 s context so long-form windows are cheap.
+MICRO = Preset(
+    name="micro",
+    text_encoder="minilm",
+    codec=CodecPreset(codebook_size=64, num_filters=4, hidden_size=16, num_lstm_layers=1),
+    decoder=DecoderPreset(num_layers=2, hidden_size=64, num_heads=2, ffn_dim=128, max_positions=512),
+    context_seconds=1.0,
+    extend_stride_seconds=0.6,
+    max_duration_seconds=20.0,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny matrices run faster on one thread, and results do not depend on scheduling.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def micro_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, processor = build_model(MICRO, seed=0)
+    directory = tmp_path_factory.mktemp("models") / "micro"
+    return save_model(model, processor, directory, ModelCard.for_preset(MICRO, data_version="test"))
+
+
+@pytest.fixture(scope="session")
+def micro(micro_dir: Path) -> MusicGenerator:
+    return MusicGenerator.load(micro_dir)
