@@ -103,4 +103,4 @@ class CachedDecoder:
             x = x + _linear(layer.activation_fn(_linear(h, layer.fc1)), layer.fc2)
         last = dec.layer_norm(x[:, -1])
         self.position = end
-        return torch.stack([_linear(last, head) for head in self.lm.lm_heads], dim=1)
+        return torch.stack([_linear(last, head) for head in self.lm.lm_heads], dim=1).float()

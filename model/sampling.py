@@ -38,6 +38,15 @@ def next_tokens(
     """One token per row of logits [..., vocab]: argmax when temperature is 0, else a filtered sample."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    if 0 < top_k < logits.shape[-1]:
+        # Sample among the k candidates only: the same distribution as masking the rest to -inf,
+        # without a softmax and a draw over the whole vocabulary at every step.
+        values, candidates = torch.topk(logits, top_k, dim=-1)
+        choice = _draw(filter_logits(values / temperature, 0, top_p), generator)
+        return candidates.gather(-1, choice[..., None])[..., 0]
+    return _draw(filter_logits(logits / temperature, 0, top_p), generator)
+
+
+def _draw(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    flat = logits.softmax(dim=-1).reshape(-1, logits.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).reshape(logits.shape[:-1])

@@ -119,3 +119,21 @@ def test_beam_search_through_generate(micro):
     again = micro.generate(["a", "b"], GenerationParams(duration=0.3, num_beams=3))
     assert result.audio.shape == (2, round(0.3 * micro.sample_rate))
     assert torch.equal(result.codes, again.codes)
+
+
+def test_bfloat16_decoder_follows_float32(micro, micro_dir):
+    from model import MusicGenerator
+
+    half = MusicGenerator.load(micro_dir, dtype=torch.bfloat16)
+    assert half.model.decoder.dtype == torch.bfloat16
+    text32, text16 = micro.encode_text(["jazz"]), half.encode_text(["jazz"])
+    special = micro.model.decoder.config.vocab_size
+    start = torch.full((1, micro.num_codebooks, 1), special)
+    with torch.inference_mode():
+        micro.decoder.start(text32.states, text32.mask, capacity=1)
+        half.decoder.start(text16.states, text16.mask, capacity=1)
+        full, reduced = micro.decoder.step(start), half.decoder.step(start)
+    assert reduced.dtype == torch.float32  # sampling always sees float32
+    assert torch.allclose(full, reduced, atol=0.05)
+    audio = half.generate(["jazz"], GenerationParams(duration=0.3, seed=0)).audio
+    assert audio.shape == (1, round(0.3 * 32_000)) and np.isfinite(audio).all()
