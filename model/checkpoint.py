@@ -8,9 +8,6 @@ with facebook/musicgen-small's layout (no card) loads through the same code with
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 
 from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
 
+from model.atomic_io import atomic_directory
 from model.build import configure
 from model.errors import ModelInputError
 from model.presets import Preset
@@ -69,32 +67,11 @@ def save_model(
     card: ModelCard,
 ) -> Path:
     """Write model, processor and card to `directory`, replacing it only once everything is on disk."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / CARD_FILE).write_text(json.dumps(asdict(card), indent=2) + "\n")
-        for path in staging.iterdir():  # flush file contents before the rename makes them visible
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        _swap_in(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
-
-
-def _swap_in(staging: Path, directory: Path) -> None:
-    # os.replace cannot replace a non-empty directory: move the old one aside first, then drop it.
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-    os.replace(staging, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return Path(directory)
 
 
 def load_model(

@@ -1,0 +1,1 @@
+"""The corpus: manifest format, procedural composition and rendering, captions, and ingest of real audio."""

@@ -1,0 +1,60 @@
+"""The corpus manifest: one JSON object per line, audio paths relative to the manifest's folder.
+
+Fields: id, path, duration (s), sample_rate, caption, labels (a dict; empty for ingested audio
+without labels), split (train/valid/test) and source (clips cut from one file share a source, and
+a source never spans two splits, so no test audio leaks into training).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "manifest.jsonl"
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Clip:
+    id: str
+    path: str
+    duration: float
+    sample_rate: int
+    caption: str
+    split: str
+    source: str
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+def write_manifest(folder: str | Path, clips: list[Clip]) -> Path:
+    path = Path(folder) / MANIFEST_FILE
+    with open(path, "w") as handle:
+        for clip in clips:
+            handle.write(json.dumps(asdict(clip), sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(folder: str | Path) -> list[Clip]:
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_FILE} in {folder}")
+    clips = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                clips.append(Clip(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as error:
+                raise ValueError(f"{path}:{number}: not a manifest entry ({error})") from None
+    return clips
+
+
+def split_counts(groups: int, shares: dict[str, float]) -> dict[str, int]:
+    """How many of `groups` sources go to each split: valid and test rounded, at least one each when
+    there are three or more sources; train takes the rest."""
+    valid = round(groups * shares["valid"])
+    test = round(groups * shares["test"])
+    if groups >= 3:
+        valid, test = max(valid, 1 if shares["valid"] > 0 else 0), max(test, 1 if shares["test"] > 0 else 0)
+    return {"train": groups - valid - test, "valid": valid, "test": test}

@@ -1,0 +1,125 @@
+"""`params.yaml`, read into typed sections: one dataclass per stage, unknown keys rejected by name.
+
+DVC tracks each stage's section (`params:` in dvc.yaml), so changing one section re-runs only the
+stages that read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, malformed, or has a value out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """The corpus: rendered offline (the default) or ingested from a folder of the user's audio."""
+
+    source: str = "rendered"  # "rendered", or a folder of audio files to ingest
+    captions: str | None = None  # ingest: a CSV or JSONL of (file, caption); None: a .txt beside each file
+    seed: int = 0
+    count: int = 240  # rendered clips
+    clip_seconds: float = 10.0
+    min_clip_seconds: float = 5.0  # ingest: a shorter tail of a file is dropped
+    sample_rate: int = 32_000
+    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1})
+    audio_format: str = "flac"  # flac (lossless, about half of wav) or wav
+
+    def check(self) -> None:
+        if set(self.splits) != {"train", "valid", "test"} or any(v < 0 for v in self.splits.values()):
+            raise ParamsError(f"data.splits must give train, valid and test shares, got {self.splits}")
+        if abs(sum(self.splits.values()) - 1.0) > 1e-6:
+            raise ParamsError(f"data.splits must sum to 1, got {sum(self.splits.values())}")
+        if self.count < 3 and self.source == "rendered":
+            raise ParamsError(f"data.count must be at least 3 (one clip per split), got {self.count}")
+        if not 0 < self.min_clip_seconds <= self.clip_seconds:
+            raise ParamsError("data.min_clip_seconds must be positive and at most data.clip_seconds")
+        if self.audio_format not in ("flac", "wav"):
+            raise ParamsError(f"data.audio_format must be flac or wav, got {self.audio_format!r}")
+        if self.sample_rate < 8000:
+            raise ParamsError(f"data.sample_rate must be at least 8000, got {self.sample_rate}")
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    """Thresholds of the Great Expectations suite over the corpus."""
+
+    rms_floor: float = 0.003  # a clip quieter than this (RMS, full scale 1.0) counts as silent
+    max_clipped_share: float = 0.001  # share of samples at or above 0.999 full scale
+    caption_min_chars: int = 10
+    caption_max_chars: int = 400
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Augmented copies of the training split; strength follows a curriculum over the copies."""
+
+    seed: int = 0
+    copies: int = 1  # augmented copies per training clip
+    strength_start: float = 0.2  # strength of the first copy (0: untouched, 1: strongest)
+    strength_end: float = 0.8  # strength of the last copy
+    schedule: str = "linear"  # linear or cosine ramp between them
+    probabilities: dict[str, float] = field(
+        default_factory=lambda: {
+            "time_stretch": 0.5,
+            "pitch_shift": 0.5,
+            "time_mask": 0.3,
+            "frequency_mask": 0.3,
+            "noise": 0.3,
+            "reverb": 0.3,
+            "distortion": 0.1,
+            "chorus": 0.2,
+            "compression": 0.3,
+        }
+    )
+    polymix: float = 0.1  # share of copies that mix two clips and merge their captions
+
+
+SECTIONS = {"data": DataParams, "validate": ValidateParams, "augment": AugmentParams}
+
+
+def _section(cls: type[T], raw: Any, name: str) -> T:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params section {name!r} must be a mapping")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ParamsError(f"unknown key(s) in params section {name!r}: {', '.join(unknown)}")
+    try:
+        value = cls(**raw)
+    except TypeError as error:
+        raise ParamsError(f"params section {name!r}: {error}") from None
+    check = getattr(value, "check", None)
+    if check:
+        check()
+    return value
+
+
+def load_section(path: str | Path, name: str) -> Any:
+    """One section of params.yaml as its dataclass (defaults where the file is silent)."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"params file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"params file {path} is not valid YAML: {error}") from None
+    return _section(SECTIONS[name], document.get(name), name)
+
+
+def fingerprint(*sections: Any) -> str:
+    """A short hash of parameter sections: names a resumable staging folder for exactly these values."""
+    blob = json.dumps([asdict(s) for s in sections], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
