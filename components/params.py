@@ -30,7 +30,7 @@ class DataParams:
     seed: int = 0
     count: int = 240  # rendered clips
     clip_seconds: float = 10.0
-    min_clip_seconds: float = 5.0  # ingest: a shorter tail of a file is dropped
+    min_clip_seconds: float = 1.0  # ingest: a shorter tail of a file is dropped
     sample_rate: int = 32_000
     splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1})
     audio_format: str = "flac"  # flac (lossless, about half of wav) or wav

@@ -1,11 +1,14 @@
-"""The musicops model library: presets, build/load/save, generation, streaming and audio I/O.
+"""The musicops model library: presets, build/load/save, generation, streaming, audio I/O and features.
 
 It imports nothing else of the project. Nothing here downloads: every weight comes from a local
-directory or from a package's bundled files.
+directory or from a package's bundled files. The public names below load lazily, so importing a
+light module (`model.audio`) does not pull in torch and transformers.
 """
 
+import importlib
 import logging
 import os
+from typing import Any
 
 # No hub access, ever: every load is from disk (the registries are the only network here).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,25 +22,22 @@ class _MusicgenSpecialTokenNotice(logging.Filter):
         return "must be `None` or an integer within the vocabulary" not in record.getMessage()
 
 
-# The per-tensor "Loading weights" bar is noise for models this size; progress that matters is ours.
-import transformers  # noqa: E402
-
-transformers.utils.logging.disable_progress_bar()
-
 for _name in ("transformers.configuration_utils", "transformers.models.musicgen.configuration_musicgen"):
     logging.getLogger(_name).addFilter(_MusicgenSpecialTokenNotice())
 
-from model.errors import ModelInputError  # noqa: E402
-from model.generator import Generation, MusicGenerator  # noqa: E402
-from model.params import GenerationParams  # noqa: E402
-from model.presets import PRESETS, Preset, get_preset  # noqa: E402
+_EXPORTS = {
+    "ModelInputError": "model.errors",
+    "Generation": "model.generator",
+    "MusicGenerator": "model.generator",
+    "GenerationParams": "model.params",
+    "PRESETS": "model.presets",
+    "Preset": "model.presets",
+    "get_preset": "model.presets",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = [
-    "PRESETS",
-    "Generation",
-    "GenerationParams",
-    "ModelInputError",
-    "MusicGenerator",
-    "Preset",
-    "get_preset",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'model' has no attribute {name!r}")

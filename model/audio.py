@@ -1,4 +1,4 @@
-"""Audio I/O: WAV files through soundfile, written atomically, with optional loudness normalisation."""
+"""Audio I/O: WAV and FLAC through soundfile, written atomically; resampling; loudness normalisation."""
 
 from __future__ import annotations
 
@@ -44,14 +44,18 @@ def check_writable(path: Path) -> None:
         raise ModelInputError(f"output folder {folder} is not writable: {error.strerror}") from None
 
 
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write mono float audio [samples] as 16-bit PCM WAV; a crash never leaves a partial file."""
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Write mono float audio [samples] as 16-bit PCM, WAV or FLAC by the file's suffix; a crash never
+    leaves a partial file."""
     path = Path(path)
+    file_format = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
+    if file_format is None:
+        raise ModelInputError(f"output {path} must end in .wav or .flac")
     check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format=file_format)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -60,17 +64,14 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
 
 
 def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 audio [samples] at `sample_rate`, from any file libsndfile reads."""
+    """Mono float32 audio [samples] at `sample_rate` (resampled by soxr), from any file libsndfile reads."""
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as error:
         raise ModelInputError(f"cannot read audio {path}: {error}") from None
     audio = audio.mean(axis=1)
     if rate != sample_rate:
-        from math import gcd
+        import soxr
 
-        from scipy.signal import resample_poly
-
-        g = gcd(rate, sample_rate)
-        audio = resample_poly(audio, sample_rate // g, rate // g).astype(np.float32)
+        audio = soxr.resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
     return audio

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import (
     AutoModelForTextEncoding,
     AutoTokenizer,
@@ -23,6 +24,9 @@ from transformers import (
 
 from model.errors import ModelInputError
 from model.presets import BUNDLED_TEXT_ENCODER, Preset
+
+# The per-tensor "Loading weights" bar is noise for models this size; progress that matters is ours.
+transformers.utils.logging.disable_progress_bar()
 
 
 def text_encoder_path(name: str) -> Path:

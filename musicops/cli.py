@@ -84,7 +84,7 @@ def _generate(prompt, out, model_source, params, stream, continue_from, normaliz
     from tqdm import tqdm
 
     from model import GenerationParams, MusicGenerator
-    from model.audio import check_writable, normalize_loudness, read_audio, write_wav
+    from model.audio import check_writable, normalize_loudness, read_audio, write_audio
 
     check_writable(out)
     params.check(max_duration=float("inf"))  # what needs no model fails before the model loads
@@ -118,7 +118,7 @@ def _generate(prompt, out, model_source, params, stream, continue_from, normaliz
     bar.close()
     if normalize is not None:
         audio = normalize_loudness(audio, generator.sample_rate, normalize)
-    write_wav(out, audio, generator.sample_rate)
+    write_audio(out, audio, generator.sample_rate)
     seconds = audio.shape[0] / generator.sample_rate
     latency = f", first chunk after {first_chunk:.2f} s" if first_chunk is not None else ""
     typer.echo(
@@ -168,7 +168,7 @@ def demo(
 ) -> None:
     """Run the embedded default end to end and print where its outputs are."""
     from model import GenerationParams, MusicGenerator
-    from model.audio import write_wav
+    from model.audio import write_audio
 
     out_dir.mkdir(parents=True, exist_ok=True)
     generator = MusicGenerator.load("tiny")
@@ -177,7 +177,7 @@ def demo(
     started = time.perf_counter()
     result = generator.generate([prompt], GenerationParams(duration=5.0, seed=0))
     elapsed = time.perf_counter() - started
-    path = write_wav(out_dir / "tiny-untrained.wav", result.audio[0], result.sample_rate)
+    path = write_audio(out_dir / "tiny-untrained.wav", result.audio[0], result.sample_rate)
     typer.echo(f"sample: {path} (5.0 s in {elapsed:.2f} s; random weights until the pipeline trains them)")
 
 

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from model import ModelInputError
-from model.audio import normalize_loudness, read_audio, write_wav
+from model.audio import normalize_loudness, read_audio, write_audio
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +17,7 @@ def _tone(seconds=1.0, rate=32_000, amplitude=0.1):
 
 
 def test_wav_round_trip_and_no_temp_files(tmp_path):
-    path = write_wav(tmp_path / "a.wav", _tone(), 32_000)
+    path = write_audio(tmp_path / "a.wav", _tone(), 32_000)
     info = sf.info(str(path))
     assert (info.samplerate, info.channels, info.frames, info.subtype) == (32_000, 1, 32_000, "PCM_16")
     assert np.allclose(read_audio(path, 32_000), _tone(), atol=1e-4)
@@ -31,6 +31,13 @@ def test_read_resamples_and_mixes_to_mono(tmp_path):
     assert audio.shape == (32_000,)
     spectrum = np.abs(np.fft.rfft(audio))
     assert abs(np.argmax(spectrum) * 32_000 / len(audio) - 440) < 2
+
+
+def test_flac_and_unknown_formats(tmp_path):
+    write_audio(tmp_path / "a.flac", _tone(), 32_000)
+    assert sf.info(str(tmp_path / "a.flac")).format == "FLAC"
+    with pytest.raises(ModelInputError, match=r"\.wav or \.flac"):
+        write_audio(tmp_path / "a.mp3", _tone(), 32_000)
 
 
 def test_unreadable_audio_is_named(tmp_path):

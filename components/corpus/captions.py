@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-_PIECE = ("tune", "track", "piece", "song", "instrumental")
+_PIECE = ("tune", "track", "piece", "song")
 _TEMPO_WORDS = ((75, "slow"), (100, "mid-tempo"), (130, "upbeat"), (999, "fast"))
 
 _TEMPLATES = (

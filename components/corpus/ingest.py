@@ -1,0 +1,107 @@
+"""Ingest a folder of the user's audio: captions from a CSV/JSONL file or a `.txt` beside each file,
+resampled (soxr) to the model's rate, mixed to mono, cut into clips of the configured length.
+
+Clips of one file share its `source`, and whole files are assigned to splits, so no piece of a test
+recording is trained on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from components.corpus.manifest import Clip, split_counts
+from components.params import DataParams, ParamsError
+from model.audio import read_audio, write_audio
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+
+
+def find_audio(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def read_captions(folder: Path, files: list[Path], table: str | None) -> dict[Path, str]:
+    """Caption per audio file: from `table` (CSV with file,caption columns, or JSONL with those keys;
+    file paths relative to `folder`), else from `<file>.txt`. Names every file left without one."""
+    captions: dict[Path, str] = {}
+    if table:
+        rows = _table_rows(Path(table))
+        for number, row in enumerate(rows, start=1):
+            if "file" not in row or "caption" not in row:
+                raise ParamsError(f"{table}: row {number} needs 'file' and 'caption'")
+            captions[(folder / row["file"]).resolve()] = str(row["caption"]).strip()
+    else:
+        for file in files:
+            sidecar = file.with_suffix(".txt")
+            if sidecar.is_file():
+                captions[file.resolve()] = sidecar.read_text().strip()
+    missing = [str(f.relative_to(folder)) for f in files if not captions.get(f.resolve())]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ParamsError(f"no caption for {len(missing)} audio file(s): {shown}")
+    return {f: captions[f.resolve()] for f in files}
+
+
+def _table_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise ParamsError(f"captions file {path} does not exist")
+    if path.suffix.lower() == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _split_of_files(files: list[Path], folder: Path, params: DataParams) -> dict[Path, str]:
+    # Files in a seeded, stable order (a hash of their relative path): the first ones go to test.
+    def rank(file: Path) -> str:
+        return hashlib.sha256(f"{params.seed}:{file.relative_to(folder)}".encode()).hexdigest()
+
+    ordered = sorted(files, key=rank)
+    counts = split_counts(len(files), params.splits)
+    labels = ["test"] * counts["test"] + ["valid"] * counts["valid"] + ["train"] * counts["train"]
+    return dict(zip(ordered, labels, strict=True))
+
+
+def ingest_folder(params: DataParams, folder: Path, progress: Callable[[int], None] | None = None) -> list[Clip]:
+    """Cut every captioned audio file under `params.source` into clips written to `folder`/audio."""
+    source_folder = Path(params.source)
+    if not source_folder.is_dir():
+        raise ParamsError(f"data.source {source_folder} is neither 'rendered' nor a folder")
+    files = find_audio(source_folder)
+    if not files:
+        raise ParamsError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {source_folder}")
+    captions = read_captions(source_folder, files, params.captions)
+    splits = _split_of_files(files, source_folder, params)
+    (folder / "audio").mkdir(exist_ok=True)
+    clip_samples = round(params.clip_seconds * params.sample_rate)
+    shortest = round(params.min_clip_seconds * params.sample_rate)
+    clips = []
+    for number, file in enumerate(files):
+        audio = read_audio(file, params.sample_rate)
+        source = str(file.relative_to(source_folder))
+        for part, start in enumerate(range(0, len(audio), clip_samples)):
+            piece = audio[start : start + clip_samples]
+            if len(piece) < shortest:
+                break
+            clip_id = f"file{number:05d}-{part:03d}"
+            path = Path("audio") / f"{clip_id}.{params.audio_format}"
+            if not (folder / path).exists():
+                write_audio(folder / path, piece, params.sample_rate)
+            clips.append(
+                Clip(
+                    id=clip_id,
+                    path=str(path),
+                    duration=len(piece) / params.sample_rate,
+                    sample_rate=params.sample_rate,
+                    caption=captions[file],
+                    split=splits[file],
+                    source=source,
+                )
+            )
+        if progress:
+            progress(1)
+    return clips
