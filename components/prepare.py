@@ -50,6 +50,10 @@ def prepare(params: DataParams, out_dir: str | Path, show_progress: bool = True)
     return clips
 
 
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
 def main(
     params: Annotated[Path, typer.Option(help="The parameters file; this stage reads its `data` section.")] = Path(
         "params.yaml"
@@ -74,4 +78,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    app()

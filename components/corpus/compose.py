@@ -22,7 +22,7 @@ ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7}
 # Used when a genre lists no progression in the piece's mode.
 DEFAULT_PROGRESSIONS = {
     "major": (("I", "IV", "V", "I"), ("I", "V", "vi", "IV"), ("I", "vi", "IV", "V")),
-    "minor": (("i", "VI", "III", "VII"), ("i", "iv", "V", "i"), ("i", "iv", "VI", "V")),
+    "minor": (("i", "VI", "VII", "i"), ("i", "iv", "V", "i"), ("i", "iv", "VI", "V")),
 }
 
 # General MIDI drum keys.

@@ -28,7 +28,9 @@ class Genre:
     drums: str | None  # caption words for the kit, None for no drums
     drum_kit: int  # GM drum program (0 standard, 8 room, 16 power, 24 electronic, 25 TR-808, 32 jazz, 40 brush)
     groove: str  # drum pattern name (see compose.DRUM_PATTERNS)
-    progressions: tuple[tuple[str, ...], ...]  # Roman numerals, one chord per bar
+    # Roman numerals, one chord per bar. Each starts on the tonic and has a dominant or a return to the
+    # tonic, so the key a piece is labelled with is the key it sounds in.
+    progressions: tuple[tuple[str, ...], ...]
     swing: float  # 0 straight; 0.33 makes off-beat eighths late (triplet feel)
     melody_density: float  # melody notes per beat, on average
     moods_major: tuple[str, ...]
@@ -54,7 +56,7 @@ GENRES: dict[str, Genre] = {
             drums="brushed drums",
             drum_kit=40,
             groove="swing",
-            progressions=(("ii", "V", "I", "vi"), ("I", "vi", "ii", "V"), ("iii", "vi", "ii", "V")),
+            progressions=(("I", "vi", "ii", "V"), ("I", "IV", "ii", "V"), ("I", "ii", "V", "I"), ("i", "iv", "V", "i")),
             swing=0.33,
             melody_density=1.5,
             moods_major=("laid-back", "smooth", "relaxed", "warm"),
@@ -72,7 +74,7 @@ GENRES: dict[str, Genre] = {
             drums="rock drums",
             drum_kit=16,
             groove="rock",
-            progressions=(("I", "V", "vi", "IV"), ("I", "IV", "V", "IV"), ("vi", "IV", "I", "V")),
+            progressions=(("I", "V", "vi", "IV"), ("I", "IV", "V", "I"), ("i", "VI", "VII", "i")),
             swing=0.0,
             melody_density=1.25,
             moods_major=("energetic", "driving", "upbeat"),
@@ -90,7 +92,7 @@ GENRES: dict[str, Genre] = {
             drums="pop drums",
             drum_kit=0,
             groove="pop",
-            progressions=(("I", "V", "vi", "IV"), ("vi", "IV", "I", "V"), ("I", "vi", "IV", "V")),
+            progressions=(("I", "V", "vi", "IV"), ("I", "vi", "IV", "V"), ("i", "iv", "V", "i")),
             swing=0.0,
             melody_density=1.25,
             moods_major=("happy", "catchy", "bright", "cheerful"),
@@ -126,7 +128,7 @@ GENRES: dict[str, Genre] = {
             drums="electronic drums",
             drum_kit=24,
             groove="four_on_the_floor",
-            progressions=(("i", "VI", "III", "VII"), ("vi", "IV", "I", "V"), ("i", "iv", "VI", "V")),
+            progressions=(("i", "VI", "VII", "i"), ("I", "IV", "V", "I"), ("i", "iv", "VI", "V")),
             swing=0.0,
             melody_density=2.0,
             moods_major=("blissful", "energetic", "uplifting"),
@@ -144,7 +146,7 @@ GENRES: dict[str, Genre] = {
             drums=None,
             drum_kit=0,
             groove="none",
-            progressions=(("I", "IV", "I", "V"), ("vi", "IV", "I", "V"), ("i", "VI", "III", "VII")),
+            progressions=(("I", "IV", "I", "V"), ("I", "vi", "IV", "V"), ("i", "VI", "iv", "i")),
             swing=0.0,
             melody_density=0.5,
             moods_major=("calm", "peaceful", "dreamy", "floating"),
@@ -162,7 +164,7 @@ GENRES: dict[str, Genre] = {
             drums="a boom-bap beat",
             drum_kit=25,
             groove="boom_bap",
-            progressions=(("i", "VI", "iv", "v"), ("i", "iv", "i", "v"), ("vi", "IV", "I", "V")),
+            progressions=(("i", "VI", "iv", "V"), ("i", "iv", "i", "V"), ("I", "IV", "V", "I")),
             swing=0.15,
             melody_density=1.0,
             moods_major=("chill", "confident", "groovy"),
@@ -180,7 +182,7 @@ GENRES: dict[str, Genre] = {
             drums="light percussion",
             drum_kit=8,
             groove="folk",
-            progressions=(("I", "IV", "I", "V"), ("I", "V", "IV", "I"), ("vi", "IV", "I", "V")),
+            progressions=(("I", "IV", "I", "V"), ("I", "V", "IV", "I"), ("i", "VII", "VI", "V")),
             swing=0.0,
             melody_density=1.5,
             moods_major=("cheerful", "rustic", "warm", "nostalgic"),
@@ -198,7 +200,7 @@ GENRES: dict[str, Genre] = {
             drums="one-drop drums",
             drum_kit=0,
             groove="one_drop",
-            progressions=(("I", "IV", "I", "V"), ("I", "vi", "IV", "V"), ("i", "iv", "i", "v")),
+            progressions=(("I", "IV", "I", "V"), ("I", "vi", "IV", "V"), ("i", "iv", "i", "V")),
             swing=0.1,
             melody_density=1.0,
             moods_major=("sunny", "laid-back", "easygoing"),

@@ -1,8 +1,9 @@
 """Rendering MIDI to audio offline: tinysoundfont plays the General MIDI SoundFont that the
 pretty_midi package ships (TimGM6mb.sf2). No network, no external synthesiser.
 
-One synthesiser per process is reused (loading the SoundFont costs ~20 ms); every voice is cut
-between pieces, so a piece renders to the same samples whatever was rendered before it.
+Each piece gets a fresh synthesiser (8 ms with the SoundFont's bytes cached): a reused one keeps
+state across pieces even after every voice is cut, and a piece must render to the same samples
+whatever was rendered before it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ DRUM_CHANNEL = 9
 
 
 @cache
+def _soundfont_bytes() -> bytes:
+    return SOUNDFONT.read_bytes()
+
+
 def _synth(sample_rate: int) -> tuple[tinysoundfont.Synth, int]:
     synth = tinysoundfont.Synth(samplerate=sample_rate)
-    return synth, synth.sfload(str(SOUNDFONT))
+    return synth, synth.sfload(_soundfont_bytes())
 
 
 def _events(midi: pretty_midi.PrettyMIDI) -> list[tuple[float, int, int, int, int]]:
@@ -39,7 +44,6 @@ def _events(midi: pretty_midi.PrettyMIDI) -> list[tuple[float, int, int, int, in
 def render(midi: pretty_midi.PrettyMIDI, sample_rate: int, seconds: float) -> np.ndarray:
     """Mono float32 audio of the first `seconds` of `midi`, peak-normalised to 0.9 with 10 ms fades."""
     synth, soundfont = _synth(sample_rate)
-    synth.sounds_off()
     melodic = iter(c for c in range(16) if c != DRUM_CHANNEL)
     for instrument in midi.instruments:
         channel = DRUM_CHANNEL if instrument.is_drum else next(melodic)
@@ -60,7 +64,6 @@ def render(midi: pretty_midi.PrettyMIDI, sample_rate: int, seconds: float) -> np
             synth.noteoff(channel, pitch)
     if done < total:
         synth.generate_simple(total - done, buffer=buffer[done * 8 :])
-    synth.sounds_off()
     audio = np.frombuffer(buffer, dtype=np.float32).reshape(-1, 2).mean(axis=1)
     fade = min(len(audio) // 2, int(0.01 * sample_rate))
     ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
