@@ -1,0 +1,82 @@
+"""`dvc repro` for real, in a temporary copy of the repository: stages run in order, a parameter
+change re-runs only what depends on it, and `dvc push` / `dvc pull` round-trip through a local remote."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {"count": 10, "clip_seconds": 1.0, "min_clip_seconds": 0.5},
+    "augment": {"copies": 1},
+}
+
+
+def _run(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def _set_params(repo: Path, changes: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's files (tracked or not, as git sees them) in a fresh git repository."""
+    copy = tmp_path_factory.mktemp("repo")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    _set_params(copy, TINY)
+    _run(copy, "git", "init", "-q")
+    _run(copy, "git", "add", "-A")
+    _run(copy, "git", "commit", "-qm", "copy")
+    _run(copy, sys.executable, "-m", "dvc", "remote", "modify", "local", "url", str(copy.parent / "remote"))
+    return copy
+
+
+def test_repro_runs_the_data_stages_in_order(repo):
+    output = _run(repo, sys.executable, "-m", "dvc", "repro")
+    order = [output.index(f"Running stage '{stage}'") for stage in ("prepare", "validate", "augment")]
+    assert order == sorted(order)
+    assert (repo / "artifacts/data/corpus/manifest.jsonl").is_file()
+    assert (repo / "artifacts/data/validation/data_docs/index.html").is_file()
+    assert (repo / "artifacts/data/augmented/manifest.jsonl").is_file()
+    assert "didn't change" in _run(repo, sys.executable, "-m", "dvc", "repro")  # nothing to redo
+
+
+def test_a_parameter_change_reruns_only_the_stages_that_read_it(repo):
+    _run(repo, sys.executable, "-m", "dvc", "repro")
+    _set_params(repo, {"augment": {"seed": 1}})
+    output = _run(repo, sys.executable, "-m", "dvc", "repro")
+    assert "Running stage 'augment'" in output
+    assert "Running stage 'prepare'" not in output and "Running stage 'validate'" not in output
+
+
+def test_push_and_pull_through_the_local_remote(repo):
+    _run(repo, sys.executable, "-m", "dvc", "repro")
+    manifest = (repo / "artifacts/data/corpus/manifest.jsonl").read_bytes()
+    _run(repo, sys.executable, "-m", "dvc", "push")
+    shutil.rmtree(repo / "artifacts")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    _run(repo, sys.executable, "-m", "dvc", "pull")
+    assert (repo / "artifacts/data/corpus/manifest.jsonl").read_bytes() == manifest
+    assert "up to date" in _run(repo, sys.executable, "-m", "dvc", "status")
