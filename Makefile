@@ -6,6 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.musicops-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# This machine's pip configuration names index folders that may be absent; pip warns per package.
+QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: install demo test test-slow lint bench lock clean
 
@@ -17,8 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing torch 2.13.0 (CPU) and the project into $(VENV) ..."
 	@# torch first, alone: with torch already present nothing else can pull a CUDA build.
-	@$(PIP) install torch==2.13.0
-	@$(PIP) install -c constraints.txt -e '.[dev]'
+	@$(PIP) install torch==2.13.0 $(QUIET_PIP)
+	@$(PIP) install -c constraints.txt -e '.[dev]' $(QUIET_PIP)
 	@touch $(STAMP)
 
 demo: install
@@ -36,6 +40,7 @@ lint: install
 
 bench: install
 	@$(BIN)/python benchmarks/generate.py
+	@$(BIN)/python benchmarks/data.py
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock: install

@@ -21,7 +21,6 @@ source cannot put a copy on the other side of its original.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import shutil
 from dataclasses import dataclass, replace
@@ -37,7 +36,8 @@ from components.corpus import effects
 from components.corpus.captions import merge_captions, write_caption
 from components.corpus.manifest import MANIFEST_FILE, Clip, read_manifest, write_manifest
 from components.params import AugmentParams, DataParams, ParamsError, fingerprint, load_section
-from model.atomic_io import atomic_directory, write_file_atomic
+from model.atomic_io import atomic_directory
+from model.audio import write_audio
 from model.music_features import key_name, parse_key
 
 PEAK = 0.95  # louder copies are scaled down to this, leaving headroom for 16-bit rounding
@@ -234,13 +234,6 @@ def render_copy(entry: Clip, original: Clip, partner: Clip | None, corpus_dir: P
     return _limit(audio)
 
 
-def _write(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, sample_rate, format=path.suffix[1:].upper(), subtype="PCM_16")
-    # Renamed into place only when complete, so a file that exists after a crash is whole.
-    write_file_atomic(path, buffer.getvalue())
-
-
 def _train_clips(corpus_dir: Path) -> list[Clip]:
     if not corpus_dir.is_dir():
         raise AugmentError(f"corpus folder {corpus_dir} does not exist")
@@ -286,7 +279,7 @@ class _Run:
             frames = sf.info(target).frames
         else:
             audio = render_copy(entry, clip, partner, self.corpus_dir, self.data.sample_rate)
-            _write(target, audio, self.data.sample_rate)
+            write_audio(target, audio, self.data.sample_rate)
             frames = len(audio)
         return replace(entry, duration=frames / self.data.sample_rate)
 
