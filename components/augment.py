@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from components.corpus import effects
 from components.corpus.captions import merge_captions, write_caption
-from components.corpus.manifest import MANIFEST_FILE, Clip, read_manifest, write_manifest
+from components.corpus.manifest import MANIFEST_FILE, Clip, ManifestError, read_manifest, write_manifest
 from components.params import AugmentParams, DataParams, ParamsError, fingerprint, load_section
 from model.atomic_io import atomic_directory
 from model.audio import write_audio
@@ -235,12 +235,7 @@ def render_copy(entry: Clip, original: Clip, partner: Clip | None, corpus_dir: P
 
 
 def _train_clips(corpus_dir: Path) -> list[Clip]:
-    if not corpus_dir.is_dir():
-        raise AugmentError(f"corpus folder {corpus_dir} does not exist")
-    try:
-        clips = read_manifest(corpus_dir)
-    except (FileNotFoundError, ValueError) as error:
-        raise AugmentError(str(error)) from None
+    clips = read_manifest(corpus_dir)
     train = sorted((clip for clip in clips if clip.split == "train"), key=lambda clip: clip.id)
     if not train:
         raise AugmentError(f"{corpus_dir / MANIFEST_FILE} has no train clips")
@@ -324,7 +319,7 @@ def main(
     try:
         data, augment = load_section(params, "data"), load_section(params, "augment")
         clips = augment_corpus(corpus, out, data, augment)
-    except (ParamsError, AugmentError) as error:
+    except (ParamsError, ManifestError, AugmentError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
     minutes = sum(clip.duration for clip in clips) / 60

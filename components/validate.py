@@ -22,7 +22,7 @@ import typer
 
 from components.audio_stats import corpus_table
 from components.corpus.genres import GENRES
-from components.corpus.manifest import SPLITS, Clip, read_manifest, split_counts
+from components.corpus.manifest import SPLITS, Clip, ManifestError, read_manifest, split_counts
 from components.params import DataParams, ParamsError, ValidateParams, load_section
 from model.atomic_io import atomic_directory
 from model.music_features import MODES, key_name
@@ -279,12 +279,7 @@ def validate_corpus(corpus_dir: Path, out_dir: Path, data: DataParams, params: V
 
 
 def _read_clips(corpus_dir: Path) -> list[Clip]:
-    if not corpus_dir.is_dir():
-        raise CorpusError(f"corpus folder {corpus_dir} does not exist")
-    try:
-        clips = read_manifest(corpus_dir)
-    except (FileNotFoundError, ValueError) as error:
-        raise CorpusError(str(error)) from None
+    clips = read_manifest(corpus_dir)
     if not clips:
         raise CorpusError(f"the manifest in {corpus_dir} lists no clips")
     return clips
@@ -313,7 +308,7 @@ def main(
     try:
         data, thresholds = load_section(params, "data"), load_section(params, "validate")
         summary = validate_corpus(corpus, out, data, thresholds)
-    except (ParamsError, CorpusError) as error:
+    except (ParamsError, ManifestError, CorpusError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
     if summary.success:

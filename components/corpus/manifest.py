@@ -36,17 +36,24 @@ def write_manifest(folder: str | Path, clips: list[Clip]) -> Path:
     return path
 
 
+class ManifestError(ValueError):
+    """A corpus folder or manifest that cannot be read; the message names the folder or line."""
+
+
 def read_manifest(folder: str | Path) -> list[Clip]:
+    """The clips of the corpus in `folder`, or ManifestError naming what is missing or malformed."""
     path = Path(folder) / MANIFEST_FILE
+    if not Path(folder).is_dir():
+        raise ManifestError(f"corpus folder {folder} does not exist")
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST_FILE} in {folder}")
+        raise ManifestError(f"no {MANIFEST_FILE} in {folder}")
     clips = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if line.strip():
             try:
                 clips.append(Clip(**json.loads(line)))
             except (json.JSONDecodeError, TypeError) as error:
-                raise ValueError(f"{path}:{number}: not a manifest entry ({error})") from None
+                raise ManifestError(f"{path}:{number}: not a manifest entry ({error})") from None
     return clips
 
 
