@@ -85,7 +85,71 @@ class AugmentParams:
     polymix: float = 0.1  # share of copies that mix two clips and merge their captions
 
 
-SECTIONS = {"data": DataParams, "validate": ValidateParams, "augment": AugmentParams}
+@dataclass(frozen=True)
+class CodecParams:
+    """The audio codec: trained from scratch for the preset, or a pretrained one copied through."""
+
+    preset: str = "tiny"
+    pretrained: str | None = None  # a directory with facebook/encodec_32khz's layout: copied, not trained
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 8
+    segment_seconds: float = 1.0
+    learning_rate: float = 3e-4
+    adversarial: bool = False  # add a multi-scale STFT discriminator after `adversarial_start` steps
+    adversarial_start: int = 500
+    valid_clips: int = 8  # held-out clips for SI-SNR and mel distance
+
+
+@dataclass(frozen=True)
+class TokenizeParams:
+    """Encoding the corpus (and its augmented copies) into codebook tokens."""
+
+    batch_size: int = 8
+    include_augmented: bool = True
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The MusicGen decoder's training (text encoder frozen), as audiocraft trains it, scaled down."""
+
+    preset: str = "tiny"
+    seed: int = 0
+    steps: int = 600
+    batch_size: int = 16  # the global batch, over all processes and accumulation steps
+    grad_accumulation: int = 1
+    segment_seconds: float = 5.0  # random crop of each clip per step
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    condition_dropout: float = 0.3  # share of captions replaced by the null condition (for guidance)
+    dropout: float | None = None  # the decoder's dropout; None keeps the preset's
+    eval_every: int = 100
+    checkpoint_every: int = 50
+    valid_batches: int = 4
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16 on CUDA, off on CPU), off
+
+    def check(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accumulation < 1:
+            raise ParamsError("train.steps, train.batch_size and train.grad_accumulation must be positive")
+        if self.batch_size % self.grad_accumulation:
+            raise ParamsError("train.batch_size must be a multiple of train.grad_accumulation")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ParamsError(f"train.condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if self.mixed_precision not in ("auto", "off"):
+            raise ParamsError(f"train.mixed_precision must be auto or off, got {self.mixed_precision!r}")
+
+
+SECTIONS = {
+    "data": DataParams,
+    "validate": ValidateParams,
+    "augment": AugmentParams,
+    "codec": CodecParams,
+    "tokenize": TokenizeParams,
+    "train": TrainParams,
+}
 
 
 def _section(cls: type[T], raw: Any, name: str) -> T:

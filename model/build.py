@@ -101,18 +101,38 @@ def configure(model: MusicgenForConditionalGeneration) -> MusicgenForConditional
     return model.eval()
 
 
+def load_codec(directory: str | Path, preset: Preset) -> EncodecModel:
+    """A trained EncodecModel whose sample rate, codebooks and frame rate are the preset's."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ModelInputError(f"no codec in {directory}: it has no config.json")
+    codec = EncodecModel.from_pretrained(directory, local_files_only=True)
+    config, expected = codec.config, preset.codec
+    bandwidth = config.target_bandwidths[-1]
+    found = (config.sampling_rate, codec.quantizer.get_num_quantizers_for_bandwidth(bandwidth), config.codebook_size)
+    wanted = (expected.sampling_rate, expected.num_codebooks, expected.codebook_size)
+    if found != wanted or round(config.frame_rate) != round(expected.frame_rate):
+        raise ModelInputError(
+            f"codec in {directory} has (rate, codebooks, codebook size) {found} at {config.frame_rate} frames/s; "
+            f"preset {preset.name!r} needs {wanted} at {expected.frame_rate:g}"
+        )
+    return codec
+
+
 def build_model(
-    preset: Preset, text_encoder: str | None = None, seed: int = 0
+    preset: Preset, text_encoder: str | None = None, seed: int = 0, codec: str | Path | None = None
 ) -> tuple[MusicgenForConditionalGeneration, MusicgenProcessor]:
-    """A MusicGen of `preset`'s shape, randomly initialised but for the pretrained text encoder."""
+    """A MusicGen of `preset`'s shape, randomly initialised but for the pretrained text encoder and, when
+    `codec` names a trained EncodecModel directory, the codec (its shape must match the preset's)."""
     encoder_dir = text_encoder_path(text_encoder or preset.text_encoder)
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         text_model = AutoModelForTextEncoding.from_pretrained(encoder_dir, local_files_only=True)
+        audio_model = EncodecModel(codec_config(preset)) if codec is None else load_codec(codec, preset)
         model = MusicgenForConditionalGeneration(
             text_encoder=text_model,
-            audio_encoder=EncodecModel(codec_config(preset)),
+            audio_encoder=audio_model,
             decoder=MusicgenForCausalLM(decoder_config(preset)),
         )
     feature_extractor = EncodecFeatureExtractor(

@@ -1,0 +1,46 @@
+"""Micro versions of the pipeline's artifacts for tests: a rendered corpus, an untrained codec whose
+codebooks are drawn from its own encoder's latents (transformers' untrained codebooks are all zeros,
+which would make every code 0), and its tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import EncodecFeatureExtractor, EncodecModel
+
+from components.params import DataParams, TokenizeParams
+from components.prepare import prepare
+from components.tokenize import tokenize
+from model.build import codec_config
+from tests.conftest import MICRO
+
+MICRO_DATA = DataParams(count=20, clip_seconds=2.0, seed=3)
+
+
+def micro_codec(directory: Path, seed: int = 0) -> Path:
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        codec = EncodecModel(codec_config(MICRO))
+        sample_rate = MICRO.codec.sampling_rate
+        t = torch.arange(4 * sample_rate) / sample_rate
+        audio = 0.3 * torch.sin(2 * torch.pi * 220 * t * (1 + t)) + 0.05 * torch.randn_like(t)
+        residual = codec.encoder(audio[None, None]).transpose(1, 2).reshape(-1, MICRO.codec.hidden_size)
+        for layer in codec.quantizer.layers:  # each codebook: latent frames of what is left to explain
+            picks = torch.randperm(len(residual))[: layer.codebook.embed.shape[0]]
+            layer.codebook.embed.copy_(residual[picks])
+            layer.codebook.inited.fill_(True)
+            residual = residual - layer.decode(layer.encode(residual[:, :, None]))[:, :, 0]
+    codec.save_pretrained(directory)
+    EncodecFeatureExtractor(feature_size=1, sampling_rate=MICRO.codec.sampling_rate).save_pretrained(directory)
+    return directory
+
+
+def micro_tokens(root: Path) -> tuple[Path, Path]:
+    """(codec dir, tokens dir) built under `root`."""
+    corpus = root / "corpus"
+    prepare(MICRO_DATA, corpus, show_progress=False)
+    codec = micro_codec(root / "codec")
+    tokens = root / "tokens"
+    tokenize(codec, [corpus], tokens, TokenizeParams(batch_size=4))
+    return codec, tokens
