@@ -162,17 +162,22 @@ def info(model: Annotated[str, typer.Argument(help="A model directory or a prese
         typer.echo(f"{key:<{width}}  {value}")
 
 
+DEMO_SAMPLES = 3  # held-out test prompts the demo generates for
+DEMO_SECONDS = 8.0
+
+
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option(help="Where the demo writes its sample.")] = Path("artifacts/demo"),
+    out_dir: Annotated[Path, typer.Option(help="Where the demo writes samples and plots.")] = Path("artifacts/demo"),
 ) -> None:
-    """Run the embedded default end to end (`dvc repro`: the corpus, its validation, augmentation),
-    then generate a sample for a held-out test prompt, and print where everything is."""
+    """Run the embedded default end to end with `dvc repro` (corpus, validation, augmentation, codec,
+    tokens, language model), generate samples for held-out test prompts, and print where everything is."""
     import json
     import os
     import subprocess
 
     from components.corpus.manifest import read_manifest
+    from components.training.plots import plot_losses
     from model import GenerationParams, MusicGenerator
     from model.audio import write_audio
 
@@ -185,28 +190,38 @@ def demo(
         raise fail("dvc repro failed (its output above names the stage)", code=1)
 
     corpus = read_manifest("artifacts/data/corpus")
-    augmented = read_manifest("artifacts/data/augmented")
     validation = json.loads(Path("artifacts/data/validation/summary.json").read_text())
-    test_prompt = next(clip.caption for clip in corpus if clip.split == "test")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    generator = MusicGenerator.load("tiny")
+    training = json.loads(Path("artifacts/train/dvclive/metrics.json").read_text())
+    losses = plot_losses(
+        Path("artifacts/train/dvclive"),
+        out_dir / "losses.png",
+        {"untrained (ln V)": training["uniform_loss"], "unigram": training["unigram_loss"]},
+    )
+    tests = [clip for clip in corpus if clip.split == "test"][:DEMO_SAMPLES]
+    generator = MusicGenerator.load("artifacts/model")
     started = time.perf_counter()
-    result = generator.generate([test_prompt], GenerationParams(duration=5.0, seed=0))
+    result = generator.generate([clip.caption for clip in tests], GenerationParams(duration=DEMO_SECONDS, seed=0))
     elapsed = time.perf_counter() - started
-    sample = write_audio(out_dir / "tiny-untrained.wav", result.audio[0], result.sample_rate)
-
+    samples = [
+        write_audio(out_dir / f"{clip.id}.wav", audio, result.sample_rate)
+        for clip, audio in zip(tests, result.audio, strict=True)
+    ]
     minutes = sum(clip.duration for clip in corpus) / 60
+    typer.echo("")
     rows = {
-        "corpus": f"artifacts/data/corpus ({len(corpus)} clips, {minutes:.1f} min, manifest.jsonl)",
+        "corpus": f"artifacts/data/corpus ({len(corpus)} clips, {minutes:.1f} min)",
         "validation": f"artifacts/data/validation/{validation['data_docs']} "
         f"({'passed' if validation['success'] else 'FAILED'} {validation['checks']} checks)",
-        "augmented": f"artifacts/data/augmented ({len(augmented)} clips)",
-        "sample": f"{sample} (5 s in {elapsed:.1f} s from the untrained tiny preset; prompt: {test_prompt!r})",
+        "codec": "artifacts/codec (metrics.json: SI-SNR and mel distance on held-out clips)",
+        "model": f"artifacts/model (validation loss {training['best_valid_loss']:.3f}; untrained "
+        f"{training['uniform_loss']:.3f}, unigram {training['unigram_loss']:.3f})",
+        "loss plot": f"{losses} (or `dvc plots show`)",
+        "samples": f"{out_dir}/ ({len(samples)} x {DEMO_SECONDS:g} s for held-out test prompts, in {elapsed:.1f} s)",
     }
-    typer.echo("")
     for name, value in rows.items():
         typer.echo(f"{name:<11} {value}")
+    for clip, path in zip(tests, samples, strict=True):
+        typer.echo(f"  {path}: {clip.caption}")
 
 
 def main() -> None:

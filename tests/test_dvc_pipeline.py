@@ -1,5 +1,6 @@
-"""`dvc repro` for real, in a temporary copy of the repository: stages run in order, a parameter
-change re-runs only what depends on it, and `dvc push` / `dvc pull` round-trip through a local remote."""
+"""`dvc repro` for real, in a temporary copy of the repository, on tiny parameters: the whole pipeline
+runs in order from corpus to trained model, a parameter change re-runs only what depends on it, and
+`dvc push` / `dvc pull` round-trip through a local remote."""
 
 import os
 import shutil
@@ -16,7 +17,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"count": 10, "clip_seconds": 1.0, "min_clip_seconds": 0.5},
     "augment": {"copies": 1},
+    "codec": {"steps": 2, "batch_size": 2, "valid_clips": 1},
+    "train": {
+        "steps": 3,
+        "batch_size": 4,
+        "segment_seconds": 0.5,
+        "eval_every": 3,
+        "checkpoint_every": 3,
+        "warmup_steps": 1,
+        "valid_batches": 1,
+    },
 }
+STAGES = ("prepare", "validate", "augment", "train_codec", "tokenize", "train")
 
 
 def _run(repo: Path, *args: str) -> str:
@@ -53,13 +65,18 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
-def test_repro_runs_the_data_stages_in_order(repo):
+def test_repro_runs_every_stage_in_order(repo):
     output = _run(repo, sys.executable, "-m", "dvc", "repro")
-    order = [output.index(f"Running stage '{stage}'") for stage in ("prepare", "validate", "augment")]
+    order = [output.index(f"Running stage '{stage}'") for stage in STAGES]
     assert order == sorted(order)
     assert (repo / "artifacts/data/corpus/manifest.jsonl").is_file()
     assert (repo / "artifacts/data/validation/data_docs/index.html").is_file()
     assert (repo / "artifacts/data/augmented/manifest.jsonl").is_file()
+    assert (repo / "artifacts/codec/config.json").is_file()
+    assert (repo / "artifacts/tokens/codes.npy").is_file()
+    assert (repo / "artifacts/model/musicops.json").is_file()
+    metrics = _run(repo, sys.executable, "-m", "dvc", "metrics", "show")
+    assert "best_valid_loss" in metrics and "unigram_loss" in metrics
     assert "didn't change" in _run(repo, sys.executable, "-m", "dvc", "repro")  # nothing to redo
 
 
@@ -69,6 +86,9 @@ def test_a_parameter_change_reruns_only_the_stages_that_read_it(repo):
     output = _run(repo, sys.executable, "-m", "dvc", "repro")
     assert "Running stage 'augment'" in output
     assert "Running stage 'prepare'" not in output and "Running stage 'validate'" not in output
+    _set_params(repo, {"train": {"learning_rate": 0.002}})
+    output = _run(repo, sys.executable, "-m", "dvc", "repro")
+    assert [stage for stage in STAGES if f"Running stage '{stage}'" in output] == ["train"]
 
 
 def test_push_and_pull_through_the_local_remote(repo):

@@ -1,0 +1,57 @@
+"""Reconstruction losses: waveform L1 and multi-scale log-mel L1, with mel filterbanks from librosa built once.
+
+Spectra come from `torch.stft` (torchaudio is never used here). The mel loss compares log10 mel power over
+window sizes from 64 to 2048 samples, so both transients and pitch count, as in EnCodec and DAC.
+"""
+
+from __future__ import annotations
+
+import librosa
+import torch
+from torch import Tensor, nn
+
+LOG_FLOOR = 1e-5  # mel power below this counts as silence (-50 dB), so log distances stay finite
+MEL_SCALES = tuple(2**i for i in range(6, 12))  # window sizes in samples
+
+
+class MelSpectrogram(nn.Module):
+    """Mel power spectrogram [batch, mels, frames] of audio [batch, samples] or [batch, 1, samples]."""
+
+    def __init__(self, sample_rate: int, n_fft: int, n_mels: int, hop_length: int | None = None) -> None:
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length or n_fft // 4
+        filterbank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("filterbank", torch.from_numpy(filterbank), persistent=False)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        spectrum = torch.stft(
+            audio.reshape(-1, audio.shape[-1]),
+            self.n_fft,
+            self.hop_length,
+            window=self.window,
+            center=True,
+            return_complex=True,
+        )
+        return self.filterbank @ spectrum.abs().pow(2)
+
+
+def log_mel(mel: Tensor) -> Tensor:
+    return mel.clamp_min(LOG_FLOOR).log10()
+
+
+class MultiScaleMelLoss(nn.Module):
+    """Mean L1 distance of log10 mel power over `MEL_SCALES`, one filterbank per scale (n_fft / 8 bands, at
+    most 80: more bands than that leave the small windows' filters empty)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        super().__init__()
+        self.spectrograms = nn.ModuleList(MelSpectrogram(sample_rate, n, min(80, n // 8)) for n in MEL_SCALES)
+
+    def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
+        losses = [(log_mel(mel(estimate)) - log_mel(mel(target))).abs().mean() for mel in self.spectrograms]
+        return torch.stack(losses).mean()
+
+
+def waveform_l1(estimate: Tensor, target: Tensor) -> Tensor:
+    return (estimate - target).abs().mean()

@@ -1,0 +1,268 @@
+"""The codec stage on a small synthetic corpus (harmonic tones with clicks) and a micro codec of the tiny
+preset's layout: the trained quantizer converts exactly into transformers' EncodecModel, runs are
+deterministic, the codec learns, the adversarial phase switches on, a pretrained codec is copied through,
+bad inputs are named and the output folder appears whole or not at all."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from transformers import EncodecFeatureExtractor, EncodecModel
+from typer.testing import CliRunner
+
+from components import train_codec as stage
+from components.codec.data import CropSampler, training_files
+from components.codec.model import TrainableCodec
+from components.corpus.manifest import Clip, write_manifest
+from components.params import CodecParams, DataParams
+from model import presets
+from model.build import codec_config
+
+pytestmark = pytest.mark.integration
+
+SR = 32_000
+SECONDS = 1.5
+_TINY = presets.get_preset("tiny")
+MICRO = replace(_TINY, name="micro", codec=replace(_TINY.codec, num_filters=4, hidden_size=16, codebook_size=32))
+DATA = DataParams(sample_rate=SR)
+PARAMS = CodecParams(steps=8, batch_size=4, segment_seconds=0.5, learning_rate=1e-3, valid_clips=2)
+TIMING = ("train_seconds", "seconds_per_step", "kmeans_init_seconds")
+
+
+def _clip(rng: np.random.Generator) -> np.ndarray:
+    """A harmonic tone on a random pitch with three noise-burst clicks."""
+    n = int(SR * SECONDS)
+    t = np.arange(n) / SR
+    f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
+    audio = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 6))
+    for start in rng.integers(0, n - 400, 3):
+        audio[start : start + 400] += 2 * np.exp(-np.arange(400) / 60) * rng.standard_normal(400)
+    return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+def _write_corpus(folder: Path, splits: list[str], seed: int = 0) -> Path:
+    (folder / "audio").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    clips = []
+    for number, split in enumerate(splits):
+        sf.write(folder / f"audio/c{number}.flac", _clip(rng), SR)
+        clips.append(Clip(f"c{number}", f"audio/c{number}.flac", SECONDS, SR, "a tone", split, f"s{number}"))
+    write_manifest(folder, clips)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_corpus(tmp_path_factory.mktemp("data") / "corpus", ["train"] * 6 + ["valid"] * 2)
+
+
+@pytest.fixture(scope="module")
+def trained(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> stage.CodecReport:
+    out = tmp_path_factory.mktemp("runs") / "codec"
+    return stage.train_codec([corpus], out, DATA, PARAMS, preset=MICRO, show_progress=False)
+
+
+def _untimed(metrics: dict) -> dict:
+    return {name: value for name, value in metrics.items() if name not in TIMING}
+
+
+def test_saved_codec_encodes_and_decodes_exactly_as_trained(corpus: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    sampler = CropSampler(training_files([corpus], SR), samples=SR // 2, seed=0)
+    codec = TrainableCodec(codec_config(MICRO), dead_code_threshold=0.3)
+    codec.init_codebooks(sampler.batch(4) for _ in range(2))
+    stage.fit(codec, sampler.batches(4), PARAMS, SR, show_progress=False)
+    audio = sampler.batch(3)
+    codec.eval()
+    with torch.no_grad():
+        quantized, codes, _ = codec.quantize(audio)
+        decoded = codec.encodec.decoder(quantized)
+    codec.to_encodec().save_pretrained(tmp_path)
+    saved = EncodecModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        encoded = saved.encode(audio, bandwidth=saved.config.target_bandwidths[-1])
+        redecoded = saved.decode(encoded.audio_codes, encoded.audio_scales).audio_values
+    assert encoded.audio_codes.shape == (1, 3, MICRO.codec.num_codebooks, SR // 2 // MICRO.codec.hop_length)
+    assert torch.equal(encoded.audio_codes[0], codes)
+    # Same weights, same arithmetic: the decoded audio agrees to float32 rounding (1e-6 of full scale).
+    torch.testing.assert_close(redecoded, decoded, rtol=0, atol=1e-6)
+    # Learned codebooks, not transformers' zeros: every codebook uses several codes.
+    assert all(len(codes[:, book].unique()) > 1 for book in range(codes.shape[1]))
+
+
+def test_output_is_a_loadable_encodec_with_metrics(trained: stage.CodecReport) -> None:
+    out = trained.out_dir
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "metrics.json"} <= {
+        path.name for path in out.iterdir()
+    }
+    model = EncodecModel.from_pretrained(out)
+    codes = model.encode(torch.zeros(1, 1, SR), bandwidth=model.config.target_bandwidths[-1]).audio_codes
+    assert codes.shape[2] == MICRO.codec.num_codebooks
+    assert EncodecFeatureExtractor.from_pretrained(out).sampling_rate == SR
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == trained.metrics
+    assert metrics["steps"] == PARAMS.steps and metrics["valid_clips"] == 2
+    assert metrics["baselines"]["silence"]["snr_db"] == 0.0 and metrics["baselines"]["silence"]["si_snr_db"] is None
+    for scores in (metrics, metrics["baselines"]["untrained"]):
+        assert all(np.isfinite(scores[name]) for name in ("si_snr_db", "snr_db", "mel_distance"))
+    assert set(metrics["final_losses"]) == {"l1", "mel", "commit", "total"}
+
+
+def test_same_seed_same_codec(corpus: Path, trained: stage.CodecReport, tmp_path: Path) -> None:
+    again = stage.train_codec([corpus], tmp_path / "again", DATA, PARAMS, preset=MICRO, show_progress=False)
+    other = stage.train_codec(
+        [corpus], tmp_path / "other", DATA, replace(PARAMS, seed=1), preset=MICRO, show_progress=False
+    )
+    weights = (trained.out_dir / "model.safetensors").read_bytes()
+    assert _untimed(again.metrics) == _untimed(trained.metrics) and again.history == trained.history
+    assert (tmp_path / "again/model.safetensors").read_bytes() == weights
+    assert (tmp_path / "other/model.safetensors").read_bytes() != weights and other.history != trained.history
+
+
+def test_loss_falls_on_a_fixed_batch(corpus: Path) -> None:
+    torch.manual_seed(0)
+    sampler = CropSampler(training_files([corpus], SR), samples=SR // 2, seed=0)
+    codec = TrainableCodec(codec_config(MICRO), dead_code_threshold=0.3)
+    codec.init_codebooks([sampler.batch(8)])
+    batch = sampler.batch(4)
+    history = stage.fit(codec, itertools.repeat(batch), replace(PARAMS, steps=30), SR, show_progress=False)
+    first, last = history[0]["total"], np.mean([row["total"] for row in history[-5:]])
+    assert last < 0.7 * first, [round(row["total"], 3) for row in history]
+
+
+def test_adversarial_phase_joins_at_its_step(corpus: Path, trained: stage.CodecReport, tmp_path: Path) -> None:
+    params = replace(PARAMS, adversarial=True, adversarial_start=4)
+    report = stage.train_codec([corpus], tmp_path / "gan", DATA, params, preset=MICRO, show_progress=False)
+    before, after = report.history[:4], report.history[4:]
+    assert before == trained.history[:4]  # until the switch, exactly the run without a discriminator
+    assert all({"adv", "feat", "disc"} <= set(row) and row["adv"] > 0 and row["feat"] > 0 for row in after)
+    assert [row["total"] for row in after] != [row["total"] for row in trained.history[4:]]
+    assert {"adv", "feat", "disc"} <= set(report.metrics["final_losses"])
+
+
+def test_pretrained_codec_is_copied_and_measured(corpus: Path, trained: stage.CodecReport, tmp_path: Path) -> None:
+    pretrained = tmp_path / "encodec_32khz"
+    pretrained.mkdir()
+    for name in ("config.json", "model.safetensors"):  # the hub layout, without our extras
+        shutil.copy(trained.out_dir / name, pretrained / name)
+    params = replace(PARAMS, pretrained=str(pretrained))
+    report = stage.train_codec([corpus], tmp_path / "codec", DATA, params, show_progress=False)
+    out = tmp_path / "codec"
+    assert (out / "model.safetensors").read_bytes() == (pretrained / "model.safetensors").read_bytes()
+    assert EncodecFeatureExtractor.from_pretrained(out).sampling_rate == SR
+    assert report.history == [] and report.metrics["steps"] == 0 and report.metrics["pretrained"] == str(pretrained)
+    for name in ("si_snr_db", "snr_db", "mel_distance"):  # the same model on the same clips
+        assert report.metrics[name] == pytest.approx(trained.metrics[name], abs=1e-9)
+    assert json.loads((out / "metrics.json").read_text()) == report.metrics
+
+
+def test_crash_while_saving_leaves_the_previous_output(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "codec"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+
+    def crash(folder: Path, metrics: dict) -> None:
+        (folder / "metrics.json").write_text("partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(stage, "_write_metrics", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        stage.train_codec([corpus], out, DATA, replace(PARAMS, steps=2), preset=MICRO, show_progress=False)
+    assert [path.name for path in tmp_path.iterdir()] == ["codec"]
+    assert [path.name for path in out.iterdir()] == ["metrics.json"] and (out / "metrics.json").read_text() == "{}"
+
+
+# The CLI, with the micro codec registered as a preset so params.yaml can name it.
+
+
+@pytest.fixture
+def micro_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(presets.PRESETS, "micro", MICRO)
+
+
+def _params_file(folder: Path, **codec: object) -> Path:
+    section = {"preset": "micro", "steps": 3, "batch_size": 4, "segment_seconds": 0.5, "valid_clips": 2, **codec}
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump({"data": {"sample_rate": SR}, "codec": section}))
+    return path
+
+
+def _run(*args: object):
+    return CliRunner().invoke(stage.app, [str(arg) for arg in args])
+
+
+def test_cli_trains_and_reports(corpus: Path, tmp_path: Path, micro_preset: None) -> None:
+    augmented = _write_corpus(tmp_path / "augmented", ["train"] * 2, seed=1)
+    out = tmp_path / "codec"
+    result = _run("--params", _params_file(tmp_path), "--corpus", corpus, "--corpus", augmented, "--out", out)
+    assert result.exit_code == 0, result.output
+    last = result.stdout.strip().splitlines()[-1]
+    assert str(out) in last and "SI-SNR" in last and "log-mel distance" in last and "untrained" in last
+    assert EncodecModel.from_pretrained(out).config.codebook_size == MICRO.codec.codebook_size
+
+
+def test_cli_help_explains_repeatable_corpus() -> None:
+    result = _run("--help")
+    assert result.exit_code == 0
+    assert "--corpus" in result.stdout and "Repeat" in result.stdout and "valid clips" in result.stdout
+
+
+def _checkpoint(folder: Path, config: dict) -> str:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def _bad_input(case: str, tmp_path: Path, corpus: Path) -> tuple[dict, Path]:
+    """The codec section's overrides and the corpus folder for one kind of bad input."""
+    match case:
+        case "missing corpus":
+            return {}, tmp_path / "missing"
+        case "no valid clips":
+            return {}, _write_corpus(tmp_path / "train-only", ["train"])
+        case "bad steps":
+            return {"steps": 0}, corpus
+        case "unknown preset":
+            return {"preset": "huge"}, corpus
+        case "adversarial never starts":
+            return {"adversarial": True, "adversarial_start": 3}, corpus
+        case "pretrained missing":
+            return {"pretrained": str(tmp_path / "nowhere")}, corpus
+        case "pretrained not encodec":
+            return {"pretrained": _checkpoint(tmp_path / "bert", {"model_type": "bert"})}, corpus
+        case "pretrained wrong rate":
+            config = {"model_type": "encodec", "sampling_rate": 24_000}
+            return {"pretrained": _checkpoint(tmp_path / "24k", config)}, corpus
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing corpus", "does not exist"),
+        ("no valid clips", "has no valid clips"),
+        ("bad steps", "codec.steps"),
+        ("unknown preset", "unknown preset 'huge'"),
+        ("adversarial never starts", "codec.adversarial_start"),
+        ("pretrained missing", "is not a directory"),
+        ("pretrained not encodec", "not an EnCodec"),
+        ("pretrained wrong rate", "24000 Hz"),
+    ],
+)
+def test_cli_names_bad_inputs(corpus: Path, tmp_path: Path, micro_preset: None, case: str, message: str) -> None:
+    codec, folder = _bad_input(case, tmp_path, corpus)
+    result = _run("--params", _params_file(tmp_path, **codec), "--corpus", folder, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and message in result.output
+    assert not (tmp_path / "out").exists()
