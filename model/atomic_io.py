@@ -22,6 +22,7 @@ def atomic_directory(target: str | Path, resume_key: str | None = None) -> Itera
     target.parent.mkdir(parents=True, exist_ok=True)
     if resume_key is None:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would carry over to the published folder
     else:
         staging = target.parent / f".{target.name}.partial-{resume_key}"
         staging.mkdir(exist_ok=True)
