@@ -192,6 +192,8 @@ def demo(
     corpus = read_manifest("artifacts/data/corpus")
     validation = json.loads(Path("artifacts/data/validation/summary.json").read_text())
     training = json.loads(Path("artifacts/train/dvclive/metrics.json").read_text())
+    codec = json.loads(Path("artifacts/codec/metrics.json").read_text())
+    untrained_codec = codec["baselines"]["untrained"]
     losses = plot_losses(
         Path("artifacts/train/dvclive"),
         out_dir / "losses.png",
@@ -212,7 +214,8 @@ def demo(
         "corpus": f"artifacts/data/corpus ({len(corpus)} clips, {minutes:.1f} min)",
         "validation": f"artifacts/data/validation/{validation['data_docs']} "
         f"({'passed' if validation['success'] else 'FAILED'} {validation['checks']} checks)",
-        "codec": "artifacts/codec (metrics.json: SI-SNR and mel distance on held-out clips)",
+        "codec": f"artifacts/codec (held-out log-mel distance {codec['mel_distance']:.3f}, untrained "
+        f"{untrained_codec['mel_distance']:.3f}; SI-SNR {codec['si_snr_db']:.1f} dB)",
         "model": f"artifacts/model (validation loss {training['best_valid_loss']:.3f}; untrained "
         f"{training['uniform_loss']:.3f}, unigram {training['unigram_loss']:.3f})",
         "loss plot": f"{losses} (or `dvc plots show`)",
