@@ -84,6 +84,18 @@ def decoder_config(preset: Preset) -> MusicgenDecoderConfig:
     )
 
 
+def text_projection(model: MusicgenForConditionalGeneration) -> torch.nn.Module:
+    """What maps text-encoder states to the decoder's width: transformers applies `enc_to_dec_proj` only
+    when the widths differ and no cross-attention width is set. Generation and training both use this."""
+    config = model.config
+    if (
+        config.text_encoder.hidden_size != config.decoder.hidden_size
+        and config.decoder.cross_attention_hidden_size is None
+    ):
+        return model.enc_to_dec_proj
+    return torch.nn.Identity()
+
+
 def configure(model: MusicgenForConditionalGeneration) -> MusicgenForConditionalGeneration:
     """Settings every MusicGen here needs, whether built or loaded.
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
 
-from model.build import build_model
+from model.build import build_model, text_projection
 from model.checkpoint import ModelCard, load_model
 from model.decoder_step import CachedDecoder
 from model.decoding import Conditioning, beam_window, sample_window
@@ -91,12 +91,7 @@ class MusicGenerator:
         mask = tokens["attention_mask"]
         mask[torch.tensor([not p.strip() for p in prompts])] = 0
         states = self.model.text_encoder(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state
-        config = self.model.config
-        if (
-            config.text_encoder.hidden_size != config.decoder.hidden_size
-            and config.decoder.cross_attention_hidden_size is None
-        ):
-            states = self.model.enc_to_dec_proj(states)
+        states = text_projection(self.model)(states)
         return Conditioning(states=(states * mask[..., None]).to(self.dtype), mask=mask)
 
     @torch.inference_mode()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 
+from model.build import text_projection
 from model.delay_pattern import build_delay_pattern, valid_positions
 
 IGNORE = -100
@@ -46,13 +47,8 @@ class DecoderObjective(nn.Module):
     def __init__(self, model: MusicgenForConditionalGeneration):
         super().__init__()
         self.decoder = model.decoder
-        config = model.config
-        needs_projection = (
-            config.text_encoder.hidden_size != config.decoder.hidden_size
-            and config.decoder.cross_attention_hidden_size is None
-        )
-        self.project = model.enc_to_dec_proj if needs_projection else nn.Identity()
-        self.special = config.decoder.vocab_size
+        self.project = text_projection(model)
+        self.special = model.config.decoder.vocab_size
 
     def forward(
         self, codes: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor, keep_text: torch.Tensor
