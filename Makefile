@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@# torch first, alone: with torch already present nothing else can pull a CUDA build.
 	@$(PIP) install torch==2.13.0 $(QUIET_PIP)
 	@$(PIP) install -c constraints.txt -e '.[dev]' $(QUIET_PIP)
+	@# Reference Frechet distances for the tests. Their declared dependencies (torchaudio, encodec,
+	@# numpy<2) cannot install beside this stack; the tests read only their numpy functions.
+	@$(PIP) install --no-deps fadtk==1.1.0 frechet-audio-distance==0.3.4 $(QUIET_PIP)
 	@touch $(STAMP)
 
 demo: install

@@ -153,6 +153,51 @@ class TrainParams:
             raise ParamsError(f"train.mixed_precision must be auto or off, got {self.mixed_precision!r}")
 
 
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Evaluation of the trained model on held-out prompts, beside baselines, and the promotion gate."""
+
+    seed: int = 0
+    max_prompts: int = 24  # held-out test prompts (the rendered corpus holds 24)
+    duration: float = 10.0  # seconds generated per prompt (the corpus clips' length)
+    guidance_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 250
+    batch_size: int = 8
+    embedders: tuple[str, ...] = ("mel", "encodec")  # FAD embedders; add "vggish" with vggish_weights
+    vggish_weights: str | None = None  # a local vggish-10086976.pth (never downloaded)
+    reference_clips: int = 96  # real training clips: the FAD floor and the label classifier's training set
+    classifier_label: str = "genre"  # the corpus label the classifier predicts (accuracy and KL)
+    classifier_embedder: str = "mel"
+    report_samples: int = 8  # prompts shown with audio players and spectrograms in the report
+    # The gate: a null threshold is not checked.
+    gate_embedder: str = "mel"  # whose FAD the gate reads
+    max_fad_ratio: float | None = 0.9  # model FAD at most this share of the untrained model's
+    min_tempo_match: float | None = None  # share of prompts whose tempo the audio follows
+    min_key_score: float | None = None  # MIREX key score (chance is about 0.1)
+    min_label_accuracy: float | None = 0.2  # the label classifier on generated audio (chance 1/classes)
+    regression_tolerance: float = 0.1  # vs the promoted model: FAD relative, shares absolute
+    promoted: str = "artifacts/promoted"  # the promoted model's folder (`musicops promote` writes it)
+
+    def check(self) -> None:
+        from model.embedders import EMBEDDERS
+
+        if self.max_prompts < 1 or self.batch_size < 1 or self.reference_clips < 2:
+            raise ParamsError("evaluate.max_prompts and evaluate.batch_size must be positive, reference_clips >= 2")
+        if self.duration <= 0:
+            raise ParamsError(f"evaluate.duration must be positive, got {self.duration}")
+        unknown = sorted(set(self.embedders) - set(EMBEDDERS))
+        if unknown or not self.embedders:
+            raise ParamsError(f"evaluate.embedders must name some of {', '.join(EMBEDDERS)}; unknown: {unknown}")
+        for name in ("gate_embedder", "classifier_embedder"):
+            if getattr(self, name) not in self.embedders:
+                raise ParamsError(f"evaluate.{name} ({getattr(self, name)!r}) must be one of evaluate.embedders")
+        if "vggish" in self.embedders and not self.vggish_weights:
+            raise ParamsError("evaluate.embedders names vggish: set evaluate.vggish_weights to a local weights file")
+        if self.regression_tolerance < 0:
+            raise ParamsError("evaluate.regression_tolerance must not be negative")
+
+
 SECTIONS = {
     "data": DataParams,
     "validate": ValidateParams,
@@ -160,6 +205,7 @@ SECTIONS = {
     "codec": CodecParams,
     "tokenize": TokenizeParams,
     "train": TrainParams,
+    "evaluate": EvaluateParams,
 }
 
 

@@ -8,16 +8,17 @@ windows (audiocraft's `extend_stride`), and streaming audio chunks while tokens 
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
+from transformers import MusicgenForCausalLM, MusicgenForConditionalGeneration, MusicgenProcessor
 
-from model.build import build_model, text_projection
+from model.build import build_model, configure, text_projection
 from model.checkpoint import ModelCard, load_model
 from model.decoder_step import CachedDecoder
 from model.decoding import Conditioning, beam_window, sample_window
@@ -74,6 +75,19 @@ class MusicGenerator:
             card = ModelCard.for_preset(preset, notes="untrained: random weights")
             return cls(model, processor, card, dtype)
         return cls(*load_model(source), dtype=dtype)
+
+    def untrained(self, seed: int = 0) -> MusicGenerator:
+        """This model with a freshly initialised decoder and text projection but the same (pretrained,
+        frozen) text encoder and codec: the baseline that shows what training bought."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            fresh = MusicgenForConditionalGeneration(
+                text_encoder=copy.deepcopy(self.model.text_encoder),
+                audio_encoder=copy.deepcopy(self.model.audio_encoder),
+                decoder=MusicgenForCausalLM(copy.deepcopy(self.model.config.decoder)),
+            )
+        card = replace(self.card, metrics={}, notes="untrained: random decoder, this model's text encoder and codec")
+        return MusicGenerator(configure(fresh), self.processor, card)
 
     # -- text and audio ------------------------------------------------------------------------
 

@@ -162,24 +162,40 @@ def info(model: Annotated[str, typer.Argument(help="A model directory or a prese
         typer.echo(f"{key:<{width}}  {value}")
 
 
-DEMO_SAMPLES = 3  # held-out test prompts the demo generates for
-DEMO_SECONDS = 8.0
+@app.command()
+def promote(
+    model: Annotated[Path, typer.Option(help="The evaluated model directory.")] = Path("artifacts/model"),
+    evaluation: Annotated[Path, typer.Option(help="The evaluate stage's output.")] = Path("artifacts/evaluation"),
+    to: Annotated[Path, typer.Option(help="The promoted model's folder (replaced atomically).")] = Path(
+        "artifacts/promoted"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Promote even though the gate refused.")] = False,
+) -> None:
+    """Promote a model the evaluation gate passed: the next evaluation compares against it, and serving
+    and export read it from there."""
+    from components.evaluation.gate import GateError
+    from components.evaluation.gate import promote as promote_model
+
+    try:
+        folder = promote_model(model, evaluation, to, force=force)
+    except GateError as error:
+        raise fail(str(error), code=1) from None
+    typer.echo(f"promoted {model} to {folder}")
 
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option(help="Where the demo writes samples and plots.")] = Path("artifacts/demo"),
+    out_dir: Annotated[Path, typer.Option(help="Where the demo writes its loss plot.")] = Path("artifacts/demo"),
 ) -> None:
     """Run the embedded default end to end with `dvc repro` (corpus, validation, augmentation, codec,
-    tokens, language model), generate samples for held-out test prompts, and print where everything is."""
+    tokens, language model, evaluation), promote the model if the gate passes, and print where everything is."""
     import json
     import os
     import subprocess
 
     from components.corpus.manifest import read_manifest
+    from components.evaluation.gate import promote as promote_model
     from components.training.plots import plot_losses
-    from model import GenerationParams, MusicGenerator
-    from model.audio import write_audio
 
     if not Path("dvc.yaml").is_file():
         raise fail("run the demo from the musicops checkout: there is no dvc.yaml here")
@@ -189,27 +205,26 @@ def demo(
     if subprocess.run([sys.executable, "-m", "dvc", "repro"], env=env).returncode != 0:
         raise fail("dvc repro failed (its output above names the stage)", code=1)
 
+    read = lambda path: json.loads(Path(path).read_text())  # noqa: E731
     corpus = read_manifest("artifacts/data/corpus")
-    validation = json.loads(Path("artifacts/data/validation/summary.json").read_text())
-    training = json.loads(Path("artifacts/train/dvclive/metrics.json").read_text())
-    codec = json.loads(Path("artifacts/codec/metrics.json").read_text())
+    validation = read("artifacts/data/validation/summary.json")
+    training = read("artifacts/train/dvclive/metrics.json")
+    codec = read("artifacts/codec/metrics.json")
+    metrics = read("artifacts/evaluation/metrics.json")
+    decision = read("artifacts/evaluation/decision.json")
     untrained_codec = codec["baselines"]["untrained"]
     losses = plot_losses(
         Path("artifacts/train/dvclive"),
         out_dir / "losses.png",
         {"untrained (ln V)": training["uniform_loss"], "unigram": training["unigram_loss"]},
     )
-    tests = [clip for clip in corpus if clip.split == "test"][:DEMO_SAMPLES]
-    generator = MusicGenerator.load("artifacts/model")
-    started = time.perf_counter()
-    result = generator.generate([clip.caption for clip in tests], GenerationParams(duration=DEMO_SECONDS, seed=0))
-    elapsed = time.perf_counter() - started
-    samples = [
-        write_audio(out_dir / f"{clip.id}.wav", audio, result.sample_rate)
-        for clip, audio in zip(tests, result.audio, strict=True)
-    ]
+    fad = metrics["fad"]["mel"] if "mel" in metrics["fad"] else next(iter(metrics["fad"].values()))
+    tempo = metrics["adherence"].get("tempo_match", {})
+    if decision["promote"]:
+        gate = f"passed; promoted to {promote_model('artifacts/model', 'artifacts/evaluation', 'artifacts/promoted')}"
+    else:
+        gate = "refused: " + "; ".join(check["rule"] for check in decision["checks"] if not check["passed"])
     minutes = sum(clip.duration for clip in corpus) / 60
-    typer.echo("")
     rows = {
         "corpus": f"artifacts/data/corpus ({len(corpus)} clips, {minutes:.1f} min)",
         "validation": f"artifacts/data/validation/{validation['data_docs']} "
@@ -219,12 +234,15 @@ def demo(
         "model": f"artifacts/model (validation loss {training['best_valid_loss']:.3f}; untrained "
         f"{training['uniform_loss']:.3f}, unigram {training['unigram_loss']:.3f})",
         "loss plot": f"{losses} (or `dvc plots show`)",
-        "samples": f"{out_dir}/ ({len(samples)} x {DEMO_SECONDS:g} s for held-out test prompts, in {elapsed:.1f} s)",
+        "report": f"artifacts/evaluation/report.html (FAD mel {fad['model']:.2f}, untrained {fad['untrained']:.2f}, "
+        f"real floor {fad['real']:.2f}; tempo followed {tempo.get('model', float('nan')):.0%}, untrained "
+        f"{tempo.get('untrained', float('nan')):.0%})",
+        "samples": f"artifacts/evaluation/samples/ ({metrics['prompts']} held-out test prompts; captions in "
+        "artifacts/evaluation/per_prompt.csv)",
+        "gate": gate,
     }
     for name, value in rows.items():
         typer.echo(f"{name:<11} {value}")
-    for clip, path in zip(tests, samples, strict=True):
-        typer.echo(f"  {path}: {clip.caption}")
 
 
 def main() -> None:

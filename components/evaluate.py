@@ -1,0 +1,305 @@
+"""Stage `evaluate`: generate for the held-out test prompts and measure the model beside its baselines.
+
+    python -m components.evaluate --params params.yaml --model artifacts/model \\
+        --corpus artifacts/data/corpus --out artifacts/evaluation
+
+Three systems are measured on the same prompts: `model` (the trained model), `untrained` (the same
+model with a freshly initialised decoder: what training bought) and `real` (the held-out clips
+themselves: the ceiling of every estimator; for FAD, the floor is real training audio against the
+real held-out audio). Measured: Fréchet Audio Distance with each configured embedder (numbers from
+different embedders are not comparable), prompt adherence (tempo, key, a label classifier's accuracy
+and KL), and audio quality (model.audio_quality).
+
+The output folder holds `metrics.json` (read by `dvc metrics show/diff`), `decision.json` (the
+promotion gate; the pipeline's deploy step reads it), `report.html` (one self-contained page),
+`per_prompt.csv`, `samples/` (the generated WAVs) and `reference/` (what monitoring compares served
+traffic with: per-prompt features and each embedder's Gaussian statistics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from tqdm import tqdm
+
+from components.corpus.manifest import Clip, ManifestError, read_manifest
+from components.evaluation.adherence import ADHERENCE, adherence
+from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
+from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
+from components.evaluation.report import audio_uri, render_report, spectrogram_uri
+from components.params import EvaluateParams, ParamsError, load_section
+from model.atomic_io import atomic_directory
+from model.audio import read_audio, write_audio
+from model.audio_quality import FEATURES, audio_features, snr_db
+from model.errors import ModelInputError
+from model.frechet import frechet_audio_distance, gaussian_stats
+
+SYSTEMS = ("model", "untrained", "real")
+
+
+class EvaluateError(ValueError):
+    """The corpus or model cannot be evaluated; the message says why."""
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    decision: Decision
+    out_dir: Path
+
+
+def _pick(clips: list[Clip], count: int, seed: int) -> list[Clip]:
+    """`count` clips drawn without replacement, the same ones for the same seed."""
+    if len(clips) <= count:
+        return clips
+    chosen = np.random.default_rng(seed).choice(len(clips), size=count, replace=False)
+    return [clips[i] for i in sorted(chosen)]
+
+
+def _generate(generator, prompts: list[str], params: EvaluateParams, label: str) -> tuple[list[np.ndarray], float]:
+    """Audio per prompt in batches, and the wall time it took."""
+    from model import GenerationParams
+
+    settings = GenerationParams(
+        duration=params.duration,
+        guidance_scale=params.guidance_scale,
+        temperature=params.temperature,
+        top_k=params.top_k,
+        seed=params.seed,
+    )
+    audio, started = [], time.perf_counter()
+    for start in tqdm(range(0, len(prompts), params.batch_size), desc=f"generate ({label})", unit="batch"):
+        audio += list(generator.generate(prompts[start : start + params.batch_size], settings).audio)
+    return audio, time.perf_counter() - started
+
+
+def settings_fingerprint(params: EvaluateParams, tests: list[Clip]) -> str:
+    """What makes two evaluations comparable: the same prompts, generation settings and embedders."""
+    fields = asdict(params)
+    compared = {k: fields[k] for k in ("seed", "duration", "guidance_scale", "temperature", "top_k")}
+    compared |= {
+        "embedders": list(params.embedders),
+        "vggish": Path(params.vggish_weights).name if params.vggish_weights else None,
+        "reference_clips": params.reference_clips,
+        "classifier": [params.classifier_label, params.classifier_embedder],
+        "prompts": [clip.id for clip in tests],
+    }
+    return hashlib.sha256(json.dumps(compared, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def evaluate(
+    model_dir: Path, corpus_dir: Path, out_dir: Path, params: EvaluateParams, vggish_weights: Path | None = None
+) -> Evaluation:
+    """Evaluate the model in `model_dir` on the test split of `corpus_dir`; write everything to `out_dir`."""
+    import torch
+
+    from model import MusicGenerator
+    from model.embedders import make_embedder
+
+    clips = read_manifest(corpus_dir)
+    tests = [clip for clip in clips if clip.split == "test"][: params.max_prompts]
+    references = _pick([clip for clip in clips if clip.split == "train"], params.reference_clips, params.seed)
+    if not tests:
+        raise EvaluateError(f"the corpus in {corpus_dir} has no test clips to evaluate on")
+    if len(references) < 2:
+        raise EvaluateError(f"the corpus in {corpus_dir} has fewer than two training clips (the FAD floor)")
+    if not (Path(model_dir) / "config.json").is_file():
+        raise EvaluateError(f"no model in {model_dir}: it has no config.json (run the train stage first)")
+
+    generator = MusicGenerator.load(model_dir)
+    rate = generator.sample_rate
+    length = round(params.duration * rate)
+    prompts = [clip.caption for clip in tests]
+    audio: dict[str, list[np.ndarray]] = {}
+    audio["model"], model_seconds = _generate(generator, prompts, params, "model")
+    audio["untrained"], _ = _generate(generator.untrained(params.seed), prompts, params, "untrained")
+    audio["real"] = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in tests]
+    reference_audio = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in references]
+
+    # Frame embeddings per embedder and system; the FAD floor compares real training and test audio.
+    weights = vggish_weights or params.vggish_weights
+    embedders = {
+        name: make_embedder(name, codec=generator.model.audio_encoder, vggish_weights=weights)
+        for name in params.embedders
+    }
+    frames: dict[str, dict[str, list[np.ndarray]]] = {}
+    with torch.inference_mode():
+        for name, embedder in tqdm(embedders.items(), desc="embed", unit="embedder"):
+            frames[name] = {system: [embedder.embed(a, rate) for a in audio[system]] for system in SYSTEMS}
+            frames[name]["reference"] = [embedder.embed(a, rate) for a in reference_audio]
+    fad = {
+        name: {
+            "model": frechet_audio_distance(np.concatenate(f["model"]), np.concatenate(f["real"])),
+            "untrained": frechet_audio_distance(np.concatenate(f["untrained"]), np.concatenate(f["real"])),
+            "real": frechet_audio_distance(np.concatenate(f["reference"]), np.concatenate(f["real"])),
+        }
+        for name, f in frames.items()
+    }
+
+    rows = _per_prompt_rows(tests, references, audio, frames, params, rate)
+    with torch.inference_mode():  # the codec's reconstruction of real audio: the one SNR with a reference
+        snr = [snr_db(a, generator.decode_audio(generator.encode_audio(a[None]))[0]) for a in audio["real"]]
+    metrics = {
+        "fad": fad,
+        "adherence": _summaries(rows, list(ADHERENCE)),
+        "quality": _summaries(rows, list(FEATURES)),
+        "codec_snr_db": _mean(snr),
+        "prompts": len(tests),
+        "real_time_factor": len(tests) * params.duration / model_seconds,
+        "settings": settings_fingerprint(params, tests),
+    }
+    decision = decide(metrics, params, params.promoted)
+    _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders)
+    return Evaluation(metrics, decision, out_dir)
+
+
+def _per_prompt_rows(tests, references, audio, frames, params, rate) -> list[dict[str, Any]]:
+    """One row per (system, prompt): labels, features, adherence and the label classifier's view."""
+    label = params.classifier_label
+    train_labels = [str(clip.labels.get(label)) for clip in references]
+    classifier = None
+    if all(clip.labels.get(label) is not None for clip in [*references, *tests]) and len(set(train_labels)) > 1:
+        vectors = np.stack([clip_vector(f) for f in frames[params.classifier_embedder]["reference"]])
+        classifier = LabelClassifier(params.seed).fit(vectors, train_labels)
+    probabilities = {}
+    if classifier:
+        for system in SYSTEMS:
+            vectors = np.stack([clip_vector(f) for f in frames[params.classifier_embedder][system]])
+            probabilities[system] = classifier.probabilities(vectors)
+    rows = []
+    work = [(system, i) for system in SYSTEMS for i in range(len(tests))]
+    for system, i in tqdm(work, desc="analyse", unit="clip"):
+        clip, clip_audio = tests[i], audio[system][i]
+        features = audio_features(clip_audio, rate)
+        row = {"system": system, "id": clip.id, "caption": clip.caption, **_truth(clip.labels)}
+        row |= features | adherence(clip_audio, rate, clip.labels, features["tempo_bpm"])
+        if classifier:
+            p = probabilities[system][i]
+            truth = str(clip.labels[label])
+            row["label_predicted"] = classifier.classes[int(p.argmax())]
+            row["label_accuracy"] = float(row["label_predicted"] == truth)
+            # A label no reference clip had cannot be predicted: probability 0.
+            row["label_probability"] = float(p[classifier.classes.index(truth)]) if truth in classifier.classes else 0.0
+            # MusicGen's KL: the real clip of the prompt against the generated one (zero for real itself).
+            row["label_kl"] = float(kl_divergence(probabilities["real"][i], p)) if system != "real" else math.nan
+        rows.append(row)
+    return rows
+
+
+def _truth(labels: dict[str, Any]) -> dict[str, Any]:
+    return {f"true_{name}": labels.get(name) for name in ("genre", "tempo", "key", "mood")}
+
+
+def _summaries(rows: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, float]]:
+    """Per metric and system, the mean over prompts (metrics no row has are left out)."""
+    present = [name for name in names if any(name in row for row in rows)]
+    return {
+        name: {system: _mean([row.get(name) for row in rows if row["system"] == system]) for system in SYSTEMS}
+        for name in present
+    }
+
+
+def _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders) -> None:
+    import pandas as pd
+
+    rate = generator.sample_rate
+    with atomic_directory(out_dir) as staging:
+        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        (staging / DECISION_FILE).write_text(json.dumps(decision.to_json(), indent=2) + "\n")
+        table = pd.DataFrame(rows)
+        table.to_csv(staging / "per_prompt.csv", index=False)
+        (staging / "samples").mkdir()
+        for clip, samples in zip(tests, audio["model"], strict=True):
+            write_audio(staging / "samples" / f"{clip.id}.wav", samples, rate)
+        # What monitoring compares served traffic with: features of the generated audio per prompt, and
+        # each embedder's statistics of generated and real held-out audio.
+        reference = staging / "reference"
+        reference.mkdir()
+        table[table["system"] == "model"].to_csv(reference / "features.csv", index=False)
+        for name, per_system in frames.items():
+            for system in ("model", "real"):
+                gaussian_stats(np.concatenate(per_system[system])).save(reference / f"{name}_{system}.npz")
+        context = _report_context(metrics, decision, rows, audio, tests, generator, params, embedders)
+        render_report(staging / "report.html", context)
+
+
+def _report_context(metrics, decision, rows, audio, tests, generator, params, embedders) -> dict[str, Any]:
+    rate = generator.sample_rate
+    shown = tests[: params.report_samples]
+    samples = [
+        {
+            "id": clip.id,
+            "caption": clip.caption,
+            "systems": {
+                system: {
+                    "audio": audio_uri(audio[system][i], rate),
+                    "spectrogram": spectrogram_uri(audio[system][i], rate),
+                }
+                for system in SYSTEMS
+            },
+        }
+        for i, clip in enumerate(tqdm(shown, desc="report", unit="prompt"))
+    ]
+    return {
+        "metrics": metrics,
+        "decision": decision.to_json(),
+        "card": asdict(generator.card),
+        "embedders": {name: embedder.description for name, embedder in embedders.items()},
+        "adherence_info": ADHERENCE,
+        "features": {name: asdict(info) for name, info in FEATURES.items()},
+        "rows": rows,
+        "samples": samples,
+        "systems": SYSTEMS,
+        "params": asdict(params),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def main(
+    params: Annotated[Path, typer.Option(help="params.yaml: reads its evaluate section.")] = Path("params.yaml"),
+    model: Annotated[Path, typer.Option(help="The trained model directory.")] = Path("artifacts/model"),
+    corpus: Annotated[Path, typer.Option(help="The corpus whose test split holds the prompts.")] = Path(
+        "artifacts/data/corpus"
+    ),
+    out: Annotated[Path, typer.Option(help="Where metrics, decision, report and samples go.")] = Path(
+        "artifacts/evaluation"
+    ),
+) -> None:
+    """Evaluate the trained model (FAD, adherence, quality) beside its baselines and decide promotion."""
+    try:
+        result = evaluate(model, corpus, out, load_section(params, "evaluate"))
+    except (ParamsError, ManifestError, ModelInputError, EvaluateError, GateError) as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    metrics, decision = result.metrics, result.decision
+    for name, values in metrics["fad"].items():
+        typer.echo(
+            f"FAD ({name}): model {values['model']:.3f}, untrained {values['untrained']:.3f}, "
+            f"real floor {values['real']:.3f}"
+        )
+    verdict = "PROMOTE" if decision.promote else "REFUSED"
+    failed = [check.rule for check in decision.checks if not check.passed]
+    typer.echo(f"gate: {verdict}" + (f" ({'; '.join(failed)})" if failed else ""))
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+if __name__ == "__main__":
+    app()

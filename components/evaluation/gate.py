@@ -1,0 +1,150 @@
+"""The promotion gate: thresholds from params.yaml, and no regression against the promoted model.
+
+The decision (`decision.json`) is the evaluation stage's output that the pipeline's deploy step
+reads; `promote` copies a model that passed, with its metrics, into the promoted folder the next
+evaluation compares against.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.params import EvaluateParams
+from model.atomic_io import atomic_directory
+
+DECISION_FILE, METRICS_FILE = "decision.json", "metrics.json"
+
+
+@dataclass
+class Check:
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+    rule: str  # the rule in words, e.g. "model FAD (mel) <= 0.9 x untrained FAD"
+
+
+@dataclass
+class Decision:
+    promote: bool
+    checks: list[Check] = field(default_factory=list)
+    compared_with: str | None = None  # the promoted model's folder, when its metrics were comparable
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GateError(ValueError):
+    """Metrics or a promoted folder the gate cannot read; the message names which."""
+
+
+def _threshold_checks(metrics: dict[str, Any], params: EvaluateParams) -> list[Check]:
+    checks = []
+    fad = metrics["fad"][params.gate_embedder]
+    if params.max_fad_ratio is not None:
+        limit = params.max_fad_ratio * fad["untrained"]
+        checks.append(
+            Check(
+                f"fad.{params.gate_embedder}",
+                fad["model"],
+                limit,
+                fad["model"] <= limit,
+                f"model FAD ({params.gate_embedder}) <= {params.max_fad_ratio:g} x the untrained model's",
+            )
+        )
+    adherence = metrics["adherence"]
+    for metric, minimum in (
+        ("tempo_match", params.min_tempo_match),
+        ("key_score", params.min_key_score),
+        ("label_accuracy", params.min_label_accuracy),
+    ):
+        if minimum is not None:
+            if metric not in adherence:
+                raise GateError(f"the gate needs adherence.{metric}, which the metrics lack (unlabelled prompts?)")
+            value = adherence[metric]["model"]
+            checks.append(Check(metric, value, minimum, value >= minimum, f"{metric} >= {minimum:g}"))
+    return checks
+
+
+def _regression_checks(metrics: dict[str, Any], promoted: dict[str, Any], params: EvaluateParams) -> list[Check]:
+    """No metric the gate reads may be worse than the promoted model's beyond the tolerance."""
+    tolerance = params.regression_tolerance
+    checks = []
+    embedder = params.gate_embedder
+    if embedder in promoted.get("fad", {}):
+        before, now = promoted["fad"][embedder]["model"], metrics["fad"][embedder]["model"]
+        limit = before * (1 + tolerance)
+        checks.append(
+            Check(
+                f"regression.fad.{embedder}",
+                now,
+                limit,
+                now <= limit,
+                f"FAD ({embedder}) <= promoted model's {before:.4g} x (1 + {tolerance:g})",
+            )
+        )
+    for metric in ("tempo_match", "key_score", "label_accuracy"):
+        if metric in promoted.get("adherence", {}) and metric in metrics["adherence"]:
+            before, now = promoted["adherence"][metric]["model"], metrics["adherence"][metric]["model"]
+            limit = before - tolerance
+            checks.append(
+                Check(
+                    f"regression.{metric}",
+                    now,
+                    limit,
+                    now >= limit,
+                    f"{metric} >= promoted model's {before:.3g} - {tolerance:g}",
+                )
+            )
+    return checks
+
+
+def read_promoted(folder: str | Path) -> dict[str, Any] | None:
+    """The promoted model's metrics, or None when nothing is promoted yet."""
+    path = Path(folder) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise GateError(f"promoted metrics {path} are not JSON: {error}") from None
+
+
+def decide(metrics: dict[str, Any], params: EvaluateParams, promoted_folder: str | Path | None = None) -> Decision:
+    """Promote when every threshold holds and nothing regressed against the promoted model."""
+    checks = _threshold_checks(metrics, params)
+    notes, compared = [], None
+    promoted = read_promoted(promoted_folder) if promoted_folder else None
+    if promoted is None:
+        notes.append("no promoted model to compare with")
+    elif promoted.get("settings") != metrics.get("settings"):
+        # Different prompts, durations or embedders give numbers that cannot be compared.
+        notes.append(f"the promoted model in {promoted_folder} was evaluated with other settings: not compared")
+    else:
+        checks += _regression_checks(metrics, promoted, params)
+        compared = str(promoted_folder)
+    return Decision(all(check.passed for check in checks), checks, compared, notes)
+
+
+def promote(model_dir: str | Path, evaluation_dir: str | Path, promoted: str | Path, force: bool = False) -> Path:
+    """Copy the model and its evaluation (metrics, decision, report) into `promoted`, replacing the
+    previous promoted model atomically; refused unless the evaluation's decision says promote."""
+    evaluation_dir = Path(evaluation_dir)
+    decision_path = evaluation_dir / DECISION_FILE
+    if not decision_path.is_file():
+        raise GateError(f"no {DECISION_FILE} in {evaluation_dir}: run the evaluate stage first")
+    decision = json.loads(decision_path.read_text())
+    if not decision["promote"] and not force:
+        failed = [check["rule"] for check in decision["checks"] if not check["passed"]]
+        raise GateError(f"the gate refused this model: {'; '.join(failed)}")
+    with atomic_directory(Path(promoted)) as staging:
+        shutil.copytree(model_dir, staging / "model")
+        for name in (METRICS_FILE, DECISION_FILE, "report.html"):
+            if (evaluation_dir / name).is_file():
+                shutil.copy2(evaluation_dir / name, staging / name)
+    return Path(promoted)

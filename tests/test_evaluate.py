@@ -1,0 +1,188 @@
+"""The evaluation stage: gate decisions on crafted metrics, the label classifier, and a whole micro run
+whose report must hold every metric."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import markupsafe
+import numpy as np
+import pytest
+
+from components.evaluate import evaluate
+from components.evaluation.adherence import ADHERENCE, tempo_error
+from components.evaluation.classifier import LabelClassifier, kl_divergence
+from components.evaluation.gate import GateError, decide, promote
+from components.params import EvaluateParams
+from components.prepare import prepare
+from model.audio_quality import FEATURES
+from tests.micro_pipeline import MICRO_DATA
+
+
+def crafted(fad_model=1.0, fad_untrained=2.0, tempo=0.5, key=0.3, accuracy=0.4, settings="s1") -> dict:
+    three = lambda value: {"model": value, "untrained": 0.0, "real": 1.0}  # noqa: E731
+    return {
+        "fad": {"mel": {"model": fad_model, "untrained": fad_untrained, "real": 0.1}},
+        "adherence": {"tempo_match": three(tempo), "key_score": three(key), "label_accuracy": three(accuracy)},
+        "settings": settings,
+    }
+
+
+GATE = EvaluateParams(max_fad_ratio=0.9, min_tempo_match=0.2, min_key_score=0.2, min_label_accuracy=0.2)
+
+
+@pytest.mark.unit
+def test_gate_passes_a_model_that_meets_every_threshold():
+    decision = decide(crafted(), GATE)
+    assert decision.promote
+    assert {c.name for c in decision.checks} == {"fad.mel", "tempo_match", "key_score", "label_accuracy"}
+    assert decision.notes == ["no promoted model to compare with"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("metrics", "failing"),
+    [
+        (crafted(fad_model=1.9), "fad.mel"),  # 1.9 > 0.9 x 2.0
+        (crafted(tempo=0.1), "tempo_match"),
+        (crafted(key=0.1), "key_score"),
+        (crafted(accuracy=0.05), "label_accuracy"),
+    ],
+)
+def test_gate_refuses_each_threshold_it_is_given(metrics, failing):
+    decision = decide(metrics, GATE)
+    assert not decision.promote
+    assert [c.name for c in decision.checks if not c.passed] == [failing]
+
+
+@pytest.mark.unit
+def test_a_null_threshold_is_not_checked():
+    params = EvaluateParams(max_fad_ratio=None, min_tempo_match=None, min_key_score=None, min_label_accuracy=None)
+    decision = decide(crafted(fad_model=5.0, tempo=0.0), params)
+    assert decision.promote and decision.checks == []
+
+
+@pytest.mark.unit
+def test_gate_refuses_a_regression_against_the_promoted_model(tmp_path):
+    promoted = tmp_path / "promoted"
+    promoted.mkdir()
+    (promoted / "metrics.json").write_text(json.dumps(crafted(fad_model=1.0, tempo=0.6)))
+    within = decide(crafted(fad_model=1.05, tempo=0.55), GATE, promoted)  # within the 0.1 tolerance
+    assert within.promote and within.compared_with == str(promoted)
+    worse = decide(crafted(fad_model=1.2, tempo=0.4), GATE, promoted)
+    assert not worse.promote
+    assert {c.name for c in worse.checks if not c.passed} == {"regression.fad.mel", "regression.tempo_match"}
+    # Other prompts or settings: not comparable, so not compared (and said so).
+    other = decide(crafted(fad_model=1.2, tempo=0.4, settings="s2"), GATE, promoted)
+    assert other.promote and other.compared_with is None and "other settings" in other.notes[0]
+
+
+@pytest.mark.unit
+def test_promote_copies_a_passed_model_and_refuses_a_refused_one(tmp_path):
+    model, evaluation = tmp_path / "model", tmp_path / "evaluation"
+    model.mkdir()
+    evaluation.mkdir()
+    (model / "config.json").write_text("{}")
+    (evaluation / "metrics.json").write_text(json.dumps(crafted()))
+    decision = decide(crafted(tempo=0.0), GATE)
+    (evaluation / "decision.json").write_text(json.dumps(decision.to_json()))
+    with pytest.raises(GateError, match=r"tempo_match >= 0\.2"):
+        promote(model, evaluation, tmp_path / "promoted")
+    assert not (tmp_path / "promoted").exists()
+    (evaluation / "decision.json").write_text(json.dumps(decide(crafted(), GATE).to_json()))
+    promoted = promote(model, evaluation, tmp_path / "promoted")
+    assert (promoted / "model" / "config.json").is_file() and (promoted / "metrics.json").is_file()
+
+
+@pytest.mark.unit
+def test_kl_divergence_is_zero_for_equal_distributions_and_grows_with_difference():
+    p = np.array([[0.7, 0.2, 0.1]])
+    assert kl_divergence(p, p)[0] == pytest.approx(0.0, abs=1e-12)
+    closer, farther = kl_divergence(p, np.array([[0.5, 0.3, 0.2]])), kl_divergence(p, np.array([[0.1, 0.2, 0.7]]))
+    assert 0 < closer[0] < farther[0]
+
+
+@pytest.mark.unit
+def test_label_classifier_learns_separable_classes():
+    rng = np.random.default_rng(0)
+    centres = {"jazz": np.zeros(8), "rock": np.full(8, 3.0)}
+    labels = [name for name in centres for _ in range(20)]
+    vectors = np.stack([centres[name] + rng.normal(size=8) for name in labels])
+    classifier = LabelClassifier().fit(vectors, labels)
+    assert classifier.accuracy(vectors, labels).mean() >= 0.95
+    assert classifier.probabilities(vectors).shape == (40, 2)
+    with pytest.raises(ValueError, match="two classes"):
+        LabelClassifier().fit(vectors[:3], ["jazz"] * 3)
+
+
+@pytest.mark.unit
+def test_tempo_error_forgives_the_metrical_level_but_not_a_wrong_tempo():
+    assert tempo_error(240.0, 120.0) == pytest.approx(0.0)
+    assert tempo_error(60.0, 120.0) == pytest.approx(0.0)
+    assert tempo_error(126.0, 120.0) == pytest.approx(0.05)
+    assert tempo_error(90.0, 120.0) > 0.2
+
+
+@pytest.fixture(scope="module")
+def micro_corpus(tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("evaluate") / "corpus"
+    prepare(MICRO_DATA, corpus, show_progress=False)
+    return corpus
+
+
+MICRO_EVALUATION = EvaluateParams(
+    max_prompts=2, duration=2.0, batch_size=2, reference_clips=8, report_samples=2, max_fad_ratio=0.9
+)
+
+
+@pytest.mark.integration
+def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micro_corpus, tmp_path):
+    params = MICRO_EVALUATION
+    result = evaluate(micro_dir, micro_corpus, tmp_path / "evaluation", params)
+    out = result.out_dir
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result.metrics))
+    assert set(metrics["fad"]) == {"mel", "encodec"}
+    for values in metrics["fad"].values():
+        assert set(values) == {"model", "untrained", "real"} and all(v >= 0 for v in values.values())
+    assert set(metrics["adherence"]) == set(ADHERENCE)
+    assert set(metrics["quality"]) == set(FEATURES)
+    assert metrics["prompts"] == 2 and metrics["real_time_factor"] > 0
+    decision = json.loads((out / "decision.json").read_text())
+    assert decision["promote"] == result.decision.promote
+    assert len(list((out / "samples").glob("*.wav"))) == 2
+    reference = out / "reference"
+    assert (reference / "features.csv").is_file()
+    assert {p.name for p in reference.glob("*.npz")} == {
+        f"{e}_{s}.npz" for e in ("mel", "encodec") for s in ("model", "real")
+    }
+
+    page = (out / "report.html").read_text()
+    for name in metrics["fad"]:
+        assert f'<td class="text">{name}</td>' in page
+    for label, _ in ADHERENCE.values():
+        assert label in page
+    for info in FEATURES.values():
+        assert info.label in page
+    for check in decision["checks"]:
+        assert str(markupsafe.escape(check["rule"])) in page
+    # Self-contained: two prompts x three systems of inline audio and spectrograms, nothing fetched.
+    assert page.count('src="data:audio/mpeg;base64,') == 6
+    assert page.count('src="data:image/png;base64,') == 6
+    assert not re.search(r'src="https?://', page)
+
+
+@pytest.mark.integration
+def test_evaluate_cli_names_a_missing_model(micro_corpus, tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "components.evaluate", "--model", str(tmp_path / "nope"), "--corpus", str(micro_corpus),
+         "--out", str(tmp_path / "evaluation")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert f"no model in {tmp_path / 'nope'}" in run.stderr
+    assert not (tmp_path / "evaluation").exists()
