@@ -35,7 +35,7 @@ from components.corpus.manifest import Clip, ManifestError, read_manifest
 from components.evaluation.adherence import ADHERENCE, adherence
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
-from components.evaluation.report import audio_uri, render_report, spectrogram_uri
+from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
 from components.params import EvaluateParams, ParamsError, load_section
 from model.atomic_io import atomic_directory
 from model.audio import read_audio, write_audio
@@ -263,6 +263,7 @@ def _report_context(metrics, decision, rows, audio, tests, generator, params, em
         "features": {name: asdict(info) for name, info in FEATURES.items()},
         "rows": rows,
         "samples": samples,
+        "summary_chart": summary_chart_uri(metrics),
         "systems": SYSTEMS,
         "params": asdict(params),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -171,7 +171,7 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
         assert str(markupsafe.escape(check["rule"])) in page
     # Self-contained: two prompts x three systems of inline audio and spectrograms, nothing fetched.
     assert page.count('src="data:audio/mpeg;base64,') == 6
-    assert page.count('src="data:image/png;base64,') == 6
+    assert page.count('src="data:image/png;base64,') == 6 + 1  # and the summary chart
     assert not re.search(r'src="https?://', page)
 
 

@@ -49,8 +49,40 @@ def number(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.0f}"
+        if value == 0 or math.isinf(value):
+            return f"{value:g}"
+        # `digits` significant digits in fixed notation (1743, 0.0417): exponents are hard to scan in a table.
+        decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+        return f"{value:.{decimals}f}"
     return str(value)
+
+
+def summary_chart_uri(metrics: dict[str, Any]) -> str:
+    """Bars of the model beside both baselines: FAD per embedder, and each adherence share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"model": "#1565c0", "untrained": "#9e9e9e", "real": "#2e7d32"}
+    panels = [(f"FAD ({name}) ↓", values) for name, values in metrics["fad"].items()]
+    panels += [
+        (f"{name} ↑", metrics["adherence"][name])
+        for name in ("tempo_match", "key_score", "label_accuracy")
+        if name in metrics["adherence"]
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.4), dpi=90)
+    for ax, (title, values) in zip(np.atleast_1d(axes), panels, strict=True):
+        names = list(colours)
+        ax.bar(names, [values[n] for n in names], color=[colours[n] for n in names])
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def render_report(path: Path, context: dict[str, Any]) -> Path:
