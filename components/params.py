@@ -198,6 +198,69 @@ class EvaluateParams:
             raise ParamsError("evaluate.regression_tolerance must not be negative")
 
 
+@dataclass(frozen=True)
+class ExportParams:
+    """ONNX export (Optimum's MusicGen layout) and the parity check every graph must pass to be published.
+
+    A bound is on max |onnxruntime - torch| / max(1, max |torch|) over real inputs, per graph. fp32 graphs
+    measure about 1e-6 (float reassociation); 1e-4 keeps a 100x margin and still catches any real defect
+    (a wrong mask, position or weight moves outputs by 1e-2 or more). Dynamic INT8 quantization rounds
+    every weight to 1/127 of its channel's range: the trained tiny model measures 0.006 on decoder logits
+    and 0.06 on MiniLM's text states, so 0.15 catches a broken quantization, not rounding.
+    """
+
+    opset: int = 20  # the dynamo exporter's own; at 17 the codec's Pad has no down-converter, so 18 is the floor
+    tolerance: float = 1e-4  # fp32 graphs
+    int8: bool = True  # also write int8/: MatMul/Gemm weights QInt8, the codec decoder kept fp32
+    int8_tolerance: float = 0.15
+    parity_prompts: int = 3  # real prompts of different lengths, plus one empty (unconditional) prompt
+    parity_steps: int = 8  # cached decoder steps checked after the prefill
+
+    def check(self) -> None:
+        if self.opset < 18:
+            raise ParamsError(f"export.opset must be at least 18, got {self.opset}")
+        if not 0 < self.tolerance <= self.int8_tolerance:
+            raise ParamsError("export.tolerance must be positive and at most export.int8_tolerance")
+        if not 1 <= self.parity_prompts <= 4 or self.parity_steps < 1:
+            raise ParamsError("export.parity_prompts must be 1 to 4 and export.parity_steps positive")
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    """How the repository serves the model: the `triton:` section of params.yaml."""
+
+    model_name: str = "musicgen"  # the streaming model clients call
+    instance_kind: str = "cpu"  # cpu or gpu: where the four ONNX models run
+    instance_count: int = 1  # instances of each ONNX model (on each GPU with gpu)
+    generator_instances: int = 1  # musicgen instances: concurrent streams
+    text_encoder_max_batch_size: int = 16  # 0: no dynamic batching; also caps one request's batch
+    codec_decoder_max_batch_size: int = 0  # the export's audio_codes has its chunk axis first: see the docstring
+    max_queue_delay_microseconds: int = 2000  # how long a batchable request waits for company
+    intra_op_threads: int = 0  # ONNX Runtime threads per instance; 0: one per core
+    chunk_frames: int = 25  # decoder frames per streamed audio chunk (50 frames a second)
+    link: bool = True  # hard-link graphs when on the same filesystem (they are never written in place)
+    python_env: str | None = None  # EXECUTION_ENV_PATH of the musicgen model: a conda-pack archive with musicops
+
+    def check(self) -> None:
+        """Raise ParamsError naming the first setting out of range."""
+        if self.instance_kind not in ("cpu", "gpu"):
+            raise ParamsError(f"triton.instance_kind must be cpu or gpu, got {self.instance_kind!r}")
+        if self.instance_count < 1 or self.generator_instances < 1:
+            raise ParamsError("triton.instance_count and triton.generator_instances must be at least 1")
+        if self.text_encoder_max_batch_size < 0 or self.codec_decoder_max_batch_size < 0:
+            raise ParamsError("triton max batch sizes must be 0 (no batching) or positive")
+        if self.max_queue_delay_microseconds < 0 or self.intra_op_threads < 0:
+            raise ParamsError("triton.max_queue_delay_microseconds and triton.intra_op_threads must not be negative")
+        if self.chunk_frames < 1:
+            raise ParamsError(f"triton.chunk_frames must be at least 1, got {self.chunk_frames}")
+        if not self.model_name.replace("_", "").replace("-", "").isalnum():
+            raise ParamsError(f"triton.model_name must be letters, digits, - and _, got {self.model_name!r}")
+        from components.triton_repository import TRITON_MODEL_NAMES  # (a module-level import would be circular)
+
+        if self.model_name in TRITON_MODEL_NAMES.values():
+            raise ParamsError(f"triton.model_name {self.model_name!r} is taken by one of the ONNX models")
+
+
 SECTIONS = {
     "data": DataParams,
     "validate": ValidateParams,
@@ -206,6 +269,8 @@ SECTIONS = {
     "tokenize": TokenizeParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
+    "triton": TritonSettings,
+    "export": ExportParams,
 }
 
 

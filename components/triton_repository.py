@@ -66,16 +66,14 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import onnx
 import typer
-import yaml
 
-from components.params import ParamsError
+from components.params import ParamsError, TritonSettings, load_section
 from model.atomic_io import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -117,51 +115,6 @@ ONNX_TO_TRITON = {
 
 class TritonRepositoryError(ValueError):
     """The ONNX folder cannot become a repository (a graph missing or unusable); the message names the problem."""
-
-
-@dataclass(frozen=True)
-class TritonSettings:
-    """How the repository serves the model: the `triton:` section of params.yaml."""
-
-    model_name: str = "musicgen"  # the streaming model clients call
-    instance_kind: str = "cpu"  # cpu or gpu: where the four ONNX models run
-    instance_count: int = 1  # instances of each ONNX model (on each GPU with gpu)
-    generator_instances: int = 1  # musicgen instances: concurrent streams
-    text_encoder_max_batch_size: int = 16  # 0: no dynamic batching; also caps one request's batch
-    codec_decoder_max_batch_size: int = 0  # the export's audio_codes has its chunk axis first: see the docstring
-    max_queue_delay_microseconds: int = 2000  # how long a batchable request waits for company
-    intra_op_threads: int = 0  # ONNX Runtime threads per instance; 0: one per core
-    chunk_frames: int = 25  # decoder frames per streamed audio chunk (50 frames a second)
-    link: bool = True  # hard-link graphs when on the same filesystem (they are never written in place)
-    python_env: str | None = None  # EXECUTION_ENV_PATH of the musicgen model: a conda-pack archive with musicops
-
-    def check(self) -> None:
-        """Raise ParamsError naming the first setting out of range."""
-        if self.instance_kind not in ("cpu", "gpu"):
-            raise ParamsError(f"triton.instance_kind must be cpu or gpu, got {self.instance_kind!r}")
-        if self.instance_count < 1 or self.generator_instances < 1:
-            raise ParamsError("triton.instance_count and triton.generator_instances must be at least 1")
-        if self.text_encoder_max_batch_size < 0 or self.codec_decoder_max_batch_size < 0:
-            raise ParamsError("triton max batch sizes must be 0 (no batching) or positive")
-        if self.max_queue_delay_microseconds < 0 or self.intra_op_threads < 0:
-            raise ParamsError("triton.max_queue_delay_microseconds and triton.intra_op_threads must not be negative")
-        if self.chunk_frames < 1:
-            raise ParamsError(f"triton.chunk_frames must be at least 1, got {self.chunk_frames}")
-        if not self.model_name.replace("_", "").replace("-", "").isalnum():
-            raise ParamsError(f"triton.model_name must be letters, digits, - and _, got {self.model_name!r}")
-        if self.model_name in TRITON_MODEL_NAMES.values():
-            raise ParamsError(f"triton.model_name {self.model_name!r} is taken by one of the ONNX models")
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None) -> TritonSettings:
-        """Settings from a params section (None: defaults); unknown keys are rejected by name."""
-        raw = dict(raw or {})
-        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ParamsError(f"unknown key(s) in params section 'triton': {', '.join(unknown)}")
-        settings = cls(**raw)
-        settings.check()
-        return settings
 
 
 # -- the graphs ----------------------------------------------------------------------------------------------------
@@ -486,25 +439,6 @@ def write_repository(onnx_dir: Path, out_dir: Path, settings: TritonSettings) ->
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def load_settings(params: Path | None) -> TritonSettings:
-    """The `triton:` section of a params file (defaults where it is silent, or without a file)."""
-    if params is None:
-        return TritonSettings()
-    try:
-        document = yaml.safe_load(params.read_text()) or {}
-    except FileNotFoundError:
-        raise ParamsError(f"params file {params} does not exist") from None
-    except yaml.YAMLError as error:
-        raise ParamsError(f"params file {params} is not valid YAML: {error}") from None
-    section = document.get("triton")
-    if section is not None and not isinstance(section, dict):
-        raise ParamsError("params section 'triton' must be a mapping")
-    try:
-        return TritonSettings.from_mapping(section)
-    except TypeError as error:
-        raise ParamsError(f"params section 'triton': {error}") from None
-
-
 @app.command()
 def main(
     onnx_dir: Annotated[Path, typer.Option("--onnx", help="The ONNX export (Optimum's MusicGen file names).")] = Path(
@@ -518,7 +452,7 @@ def main(
     """Write a Triton model repository (four ONNX models and the streaming musicgen model) for an ONNX export."""
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     try:
-        settings = load_settings(params)
+        settings = load_section(params, "triton") if params else TritonSettings()
         write_repository(onnx_dir, out, settings)
     except (ParamsError, TritonRepositoryError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)

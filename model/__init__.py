@@ -29,6 +29,8 @@ _EXPORTS = {
     "ModelInputError": "model.errors",
     "Generation": "model.generator",
     "MusicGenerator": "model.generator",
+    "load_generator": "model.generator",
+    "OnnxMusicGenerator": "model.onnx_backend",
     "GenerationParams": "model.params",
     "PRESETS": "model.presets",
     "Preset": "model.presets",

@@ -5,19 +5,103 @@ small decoder on a CPU that bookkeeping costs more than the arithmetic. This mod
 layers (pre-norm self-attention, cross-attention to the text, GELU MLP; see transformers'
 `MusicgenDecoderLayer`) with a preallocated cache and the cross-attention keys and values computed
 once. It reads the module's parameters directly, so it always sees the current weights.
-`tests/test_decoder_step.py` checks its logits against transformers' forward.
+
+The per-layer math (`embed`, `decoder_layer`, `cross_keys_values`, `lm_logits`) is written once here
+and shared with the ONNX export (`components/export.py`), whose graphs take the cache as inputs and
+return it as outputs instead of writing into preallocated buffers.
+`tests/test_decoder_step.py` checks the logits against transformers' forward.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from transformers import MusicgenForCausalLM
 
+# Takes the new positions' keys and values [rows, heads, n, head_dim]; returns all keys and values
+# the queries attend to (the cached ones followed by the new ones).
+CacheUpdate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class DecoderSession(Protocol):
+    """What model/decoding.py's loops drive: `CachedDecoder` here, `OnnxDecoder` over exported graphs."""
+
+    lm: Any  # `lm.config.vocab_size` is the special (pad/start) token
+
+    def start(self, text_states: torch.Tensor, text_mask: torch.Tensor | None, capacity: int) -> None: ...
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+    def reorder(self, index: torch.Tensor) -> None: ...
+
 
 def _linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
     # F.linear skips nn.Module.__call__'s hook machinery, which is measurable per token here.
     return F.linear(x, layer.weight, layer.bias)
+
+
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    # [rows, n, hidden] -> [rows, heads, n, head_dim]; unflatten needs no concrete sizes, so the
+    # same code traces with symbolic batch and sequence lengths for ONNX.
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(1, 2).flatten(2)
+
+
+def embed(lm: MusicgenForCausalLM, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Hidden states [rows, n, hidden] of tokens [rows, codebooks, n] at sinusoidal `positions` [n, hidden]."""
+    decoder = lm.model.decoder
+    return sum(decoder.embed_tokens[k](tokens[:, k]) for k in range(tokens.shape[1])) + positions
+
+
+def cross_keys_values(layer: torch.nn.Module, text_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's cross-attention keys and values [rows, heads, text_len, head_dim] of the projected text."""
+    attn = layer.encoder_attn
+    keys = _split_heads(_linear(text_states, attn.k_proj), attn.num_heads)
+    values = _split_heads(_linear(text_states, attn.v_proj), attn.num_heads)
+    return keys, values
+
+
+def decoder_layer(
+    layer: torch.nn.Module,
+    x: torch.Tensor,
+    cache: CacheUpdate,
+    cross: tuple[torch.Tensor, torch.Tensor],
+    cross_mask: torch.Tensor | None,
+    causal: bool,
+) -> torch.Tensor:
+    """One `MusicgenDecoderLayer` on x [rows, n, hidden]: self-attention over the cache, cross-attention
+    to the text (`cross_mask`: boolean or additive, broadcastable to [rows, heads, n, text_len]), MLP.
+
+    `causal` masks the new positions among themselves: needed when n > 1, which only a prefill from an
+    empty cache does (so the usual top-left causal mask is the right one).
+    """
+    attn, heads = layer.self_attn, layer.self_attn.num_heads
+    h = layer.self_attn_layer_norm(x)
+    q = _split_heads(_linear(h, attn.q_proj), heads)
+    keys, values = cache(_split_heads(_linear(h, attn.k_proj), heads), _split_heads(_linear(h, attn.v_proj), heads))
+    o = F.scaled_dot_product_attention(q, keys, values, is_causal=causal)
+    x = x + _linear(_merge_heads(o), attn.out_proj)
+
+    attn = layer.encoder_attn
+    h = layer.encoder_attn_layer_norm(x)
+    q = _split_heads(_linear(h, attn.q_proj), heads)
+    o = F.scaled_dot_product_attention(q, cross[0], cross[1], attn_mask=cross_mask)
+    x = x + _linear(_merge_heads(o), attn.out_proj)
+
+    h = layer.final_layer_norm(x)
+    return x + _linear(layer.activation_fn(_linear(h, layer.fc1)), layer.fc2)
+
+
+def lm_logits(lm: MusicgenForCausalLM, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits [rows, codebooks, ..., vocab] of the last layer's hidden states [rows, ..., hidden]."""
+    last = lm.model.decoder.layer_norm(hidden)
+    return torch.stack([_linear(last, head) for head in lm.lm_heads], dim=1)
 
 
 class CachedDecoder:
@@ -36,14 +120,7 @@ class CachedDecoder:
         """Reset the cache for `text_states` [rows, text_len, hidden] and up to `capacity` positions."""
         rows = text_states.shape[0]
         self.rows, self.position, self.capacity = rows, 0, capacity
-        shape = (rows, -1, self.num_heads, self.head_dim)
-        self.cross = [
-            (
-                layer.encoder_attn.k_proj(text_states).view(shape).transpose(1, 2),
-                layer.encoder_attn.v_proj(text_states).view(shape).transpose(1, 2),
-            )
-            for layer in self.decoder.layers
-        ]
+        self.cross = [cross_keys_values(layer, text_states) for layer in self.decoder.layers]
         # A boolean mask: rows with no text at all (unconditional) then attend to nothing, as in
         # transformers' SDPA path. No padding at all needs no mask (and is faster).
         if text_mask is None or bool(text_mask.all()):
@@ -67,40 +144,28 @@ class CachedDecoder:
         if self.cross_mask is not None:
             self.cross_mask = self.cross_mask.index_select(0, index)
 
+    def _store(self, i: int, start: int, end: int) -> CacheUpdate:
+        def update(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.keys[i][:, :, start:end] = k
+            self.values[i][:, :, start:end] = v
+            return self.keys[i][:, :, :end], self.values[i][:, :, :end]
+
+        return update
+
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed tokens [rows, codebooks, n] at the next n positions; logits [rows, codebooks, vocab] of the
         last position.
 
         n > 1 only from an empty cache (a prompt prefill), where a causal mask is all that is needed.
         """
-        rows, _, n = tokens.shape
+        n = tokens.shape[2]
         start, end = self.position, self.position + n
         if n > 1 and start > 0:
             raise ValueError("several tokens at once only from an empty cache")
         if end > self.capacity:
             raise ValueError(f"cache holds {self.capacity} positions, asked for {end}")
-        dec = self.decoder
-        x = sum(dec.embed_tokens[k](tokens[:, k]) for k in range(self.num_codebooks))
-        x = x + dec.embed_positions.weights[start:end]
-        heads = (rows, n, self.num_heads, self.head_dim)
-        for i, layer in enumerate(dec.layers):
-            attn = layer.self_attn
-            h = layer.self_attn_layer_norm(x)
-            q = _linear(h, attn.q_proj).view(heads).transpose(1, 2)
-            self.keys[i][:, :, start:end] = _linear(h, attn.k_proj).view(heads).transpose(1, 2)
-            self.values[i][:, :, start:end] = _linear(h, attn.v_proj).view(heads).transpose(1, 2)
-            o = F.scaled_dot_product_attention(q, self.keys[i][:, :, :end], self.values[i][:, :, :end], is_causal=n > 1)
-            x = x + _linear(o.transpose(1, 2).reshape(rows, n, -1), attn.out_proj)
-
-            attn = layer.encoder_attn
-            h = layer.encoder_attn_layer_norm(x)
-            q = _linear(h, attn.q_proj).view(heads).transpose(1, 2)
-            keys, values = self.cross[i]
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=self.cross_mask)
-            x = x + _linear(o.transpose(1, 2).reshape(rows, n, -1), attn.out_proj)
-
-            h = layer.final_layer_norm(x)
-            x = x + _linear(layer.activation_fn(_linear(h, layer.fc1)), layer.fc2)
-        last = dec.layer_norm(x[:, -1])
+        x = embed(self.lm, tokens, self.decoder.embed_positions.weights[start:end])
+        for i, layer in enumerate(self.decoder.layers):
+            x = decoder_layer(layer, x, self._store(i, start, end), self.cross[i], self.cross_mask, causal=n > 1)
         self.position = end
-        return torch.stack([_linear(last, head) for head in self.lm.lm_heads], dim=1).float()
+        return lm_logits(self.lm, x[:, -1]).float()

@@ -4,6 +4,10 @@
 batched prompts, classifier-free guidance, top-k/top-p/temperature sampling, seeds, beam search,
 continuation of an audio prompt, long-form generation past the decoder's context in overlapping
 windows (audiocraft's `extend_stride`), and streaming audio chunks while tokens are still produced.
+
+The loop lives in `BaseMusicGenerator` and reaches the model only through text encoding, a decoder
+session (start/step/reorder) and codec decoding, so `model.onnx_backend.OnnxMusicGenerator` runs the
+same loop over exported graphs; `load_generator(source, backend="torch" | "onnx")` picks one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +25,7 @@ from transformers import MusicgenForCausalLM, MusicgenForConditionalGeneration, 
 
 from model.build import build_model, configure, text_projection
 from model.checkpoint import ModelCard, load_model
-from model.decoder_step import CachedDecoder
+from model.decoder_step import CachedDecoder, DecoderSession
 from model.decoding import Conditioning, beam_window, sample_window
 from model.errors import ModelInputError
 from model.params import GenerationParams
@@ -40,60 +45,37 @@ class Generation:
     seed: int
 
 
-class MusicGenerator:
-    """Generation over one loaded model. Build it with `MusicGenerator.load(dir_or_preset)`."""
+class BaseMusicGenerator:
+    """The generation loop (windows, sampling or beams, long-form, continuation, streaming) over pluggable
+    parts that a subclass provides: `encode_text`, `encode_audio`, `decode_audio`, and a `decoder` with
+    CachedDecoder's start/step/reorder. `MusicGenerator` runs them in torch; `model.onnx_backend`'s
+    `OnnxMusicGenerator` runs exported graphs. Subclasses also set `processor` (its tokenizer), `card`,
+    `dtype`, `sample_rate`, `frame_rate`, `hop_length` and `num_codebooks`.
+    """
 
-    def __init__(
-        self,
-        model: MusicgenForConditionalGeneration,
-        processor: MusicgenProcessor,
-        card: ModelCard,
-        dtype: torch.dtype = torch.float32,
-    ):
-        """`dtype` is the decoder's: bfloat16 halves the weight traffic that bounds CPU decoding (and
-        changes results slightly); sampling and the codec stay in float32."""
-        self.model = model.eval()
-        self.model.decoder.to(dtype)
-        self.dtype = dtype
-        self.processor = processor
-        self.card = card
-        self.decoder = CachedDecoder(model.decoder)
-        codec = model.config.audio_encoder
-        self.sample_rate: int = codec.sampling_rate
-        self.frame_rate: float = codec.frame_rate
-        self.hop_length = round(self.sample_rate / self.frame_rate)
-        self.num_codebooks: int = model.config.decoder.num_codebooks
+    processor: MusicgenProcessor
+    card: ModelCard
+    decoder: DecoderSession
+    dtype: torch.dtype
+    sample_rate: int
+    frame_rate: float
+    hop_length: int
+    num_codebooks: int
 
-    @classmethod
-    def load(
-        cls, source: str | Path, text_encoder: str | None = None, dtype: torch.dtype = torch.float32
-    ) -> MusicGenerator:
-        """A model directory, or a preset name for a randomly initialised (untrained) model."""
-        if str(source) in PRESETS and not Path(source).exists():
-            preset = PRESETS[str(source)]
-            model, processor = build_model(preset, text_encoder)
-            card = ModelCard.for_preset(preset, notes="untrained: random weights")
-            return cls(model, processor, card, dtype)
-        return cls(*load_model(source), dtype=dtype)
-
-    def untrained(self, seed: int = 0) -> MusicGenerator:
-        """This model with a freshly initialised decoder and text projection but the same (pretrained,
-        frozen) text encoder and codec: the baseline that shows what training bought."""
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            fresh = MusicgenForConditionalGeneration(
-                text_encoder=copy.deepcopy(self.model.text_encoder),
-                audio_encoder=copy.deepcopy(self.model.audio_encoder),
-                decoder=MusicgenForCausalLM(copy.deepcopy(self.model.config.decoder)),
-            )
-        card = replace(self.card, metrics={}, notes="untrained: random decoder, this model's text encoder and codec")
-        return MusicGenerator(configure(fresh), self.processor, card)
-
-    # -- text and audio ------------------------------------------------------------------------
-
-    @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> Conditioning:
-        """Text states as the decoder's cross-attention sees them; an empty prompt is unconditional."""
+        """The text as this backend's decoder takes it in `start`; an empty prompt is unconditional."""
+        raise NotImplementedError
+
+    def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
+        """Codes [B, K, frames] of mono audio [B, samples] at the model's sample rate."""
+        raise NotImplementedError
+
+    def decode_audio(self, codes: torch.Tensor) -> np.ndarray:
+        """Mono float32 audio [B, samples] of codes [B, K, frames]."""
+        raise NotImplementedError
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token ids [B, S], the tokenizer's mask, and the conditioning mask (all zero for an empty prompt)."""
         tokens = self.processor.tokenizer(
             prompts,
             padding=True,
@@ -102,25 +84,9 @@ class MusicGenerator:
             return_tensors="pt",
             return_token_type_ids=False,
         )
-        mask = tokens["attention_mask"]
+        mask = tokens["attention_mask"].clone()
         mask[torch.tensor([not p.strip() for p in prompts])] = 0
-        states = self.model.text_encoder(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state
-        states = text_projection(self.model)(states)
-        return Conditioning(states=(states * mask[..., None]).to(self.dtype), mask=mask)
-
-    @torch.inference_mode()
-    def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
-        """Codes [B, K, frames] of mono audio [B, samples] at the model's sample rate."""
-        values = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[:, None, :]
-        bandwidth = self.model.config.audio_encoder.target_bandwidths[-1]
-        codes = self.model.audio_encoder.encode(values, bandwidth=bandwidth).audio_codes
-        return codes[0, :, : self.num_codebooks]
-
-    @torch.inference_mode()
-    def decode_audio(self, codes: torch.Tensor) -> np.ndarray:
-        """Mono float32 audio [B, samples] of codes [B, K, frames]."""
-        audio = self.model.audio_encoder.decode(codes[None], [None]).audio_values
-        return audio[:, 0].float().numpy()
+        return tokens["input_ids"], tokens["attention_mask"], mask
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -225,3 +191,89 @@ class MusicGenerator:
         chunk = decoder.flush()
         if chunk is not None and sent < samples:
             yield chunk[:, : samples - sent]
+
+
+class MusicGenerator(BaseMusicGenerator):
+    """Generation over one loaded torch model. Build it with `MusicGenerator.load(dir_or_preset)`."""
+
+    def __init__(
+        self,
+        model: MusicgenForConditionalGeneration,
+        processor: MusicgenProcessor,
+        card: ModelCard,
+        dtype: torch.dtype = torch.float32,
+    ):
+        """`dtype` is the decoder's: bfloat16 halves the weight traffic that bounds CPU decoding (and
+        changes results slightly); sampling and the codec stay in float32."""
+        self.model = model.eval()
+        self.model.decoder.to(dtype)
+        self.dtype = dtype
+        self.processor = processor
+        self.card = card
+        self.decoder = CachedDecoder(model.decoder)
+        codec = model.config.audio_encoder
+        self.sample_rate: int = codec.sampling_rate
+        self.frame_rate: float = codec.frame_rate
+        self.hop_length = round(self.sample_rate / self.frame_rate)
+        self.num_codebooks: int = model.config.decoder.num_codebooks
+
+    @classmethod
+    def load(
+        cls, source: str | Path, text_encoder: str | None = None, dtype: torch.dtype = torch.float32
+    ) -> MusicGenerator:
+        """A model directory, or a preset name for a randomly initialised (untrained) model."""
+        if str(source) in PRESETS and not Path(source).exists():
+            preset = PRESETS[str(source)]
+            model, processor = build_model(preset, text_encoder)
+            card = ModelCard.for_preset(preset, notes="untrained: random weights")
+            return cls(model, processor, card, dtype)
+        return cls(*load_model(source), dtype=dtype)
+
+    def untrained(self, seed: int = 0) -> MusicGenerator:
+        """This model with a freshly initialised decoder and text projection but the same (pretrained,
+        frozen) text encoder and codec: the baseline that shows what training bought."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            fresh = MusicgenForConditionalGeneration(
+                text_encoder=copy.deepcopy(self.model.text_encoder),
+                audio_encoder=copy.deepcopy(self.model.audio_encoder),
+                decoder=MusicgenForCausalLM(copy.deepcopy(self.model.config.decoder)),
+            )
+        card = replace(self.card, metrics={}, notes="untrained: random decoder, this model's text encoder and codec")
+        return MusicGenerator(configure(fresh), self.processor, card)
+
+    # -- text and audio ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> Conditioning:
+        """Text states as the decoder's cross-attention sees them; an empty prompt is unconditional."""
+        input_ids, _, mask = self.tokenize(prompts)
+        states = self.model.text_encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        states = text_projection(self.model)(states)
+        return Conditioning(states=(states * mask[..., None]).to(self.dtype), mask=mask)
+
+    @torch.inference_mode()
+    def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
+        """Codes [B, K, frames] of mono audio [B, samples] at the model's sample rate."""
+        values = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[:, None, :]
+        bandwidth = self.model.config.audio_encoder.target_bandwidths[-1]
+        codes = self.model.audio_encoder.encode(values, bandwidth=bandwidth).audio_codes
+        return codes[0, :, : self.num_codebooks]
+
+    @torch.inference_mode()
+    def decode_audio(self, codes: torch.Tensor) -> np.ndarray:
+        """Mono float32 audio [B, samples] of codes [B, K, frames]."""
+        audio = self.model.audio_encoder.decode(codes[None], [None]).audio_values
+        return audio[:, 0].float().numpy()
+
+
+def load_generator(source: str | Path, backend: str = "torch", **options: Any) -> BaseMusicGenerator:
+    """A generator over `source` with the named backend: "torch" (a model directory or preset name;
+    options: text_encoder, dtype) or "onnx" (the export stage's folder; options: runner, providers, threads)."""
+    if backend == "torch":
+        return MusicGenerator.load(source, **options)
+    if backend == "onnx":
+        from model.onnx_backend import OnnxMusicGenerator
+
+        return OnnxMusicGenerator.load(source, **options)
+    raise ModelInputError(f"unknown backend {backend!r}: torch or onnx")

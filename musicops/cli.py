@@ -188,7 +188,8 @@ def demo(
     out_dir: Annotated[Path, typer.Option(help="Where the demo writes its loss plot.")] = Path("artifacts/demo"),
 ) -> None:
     """Run the embedded default end to end with `dvc repro` (corpus, validation, augmentation, codec,
-    tokens, language model, evaluation), promote the model if the gate passes, and print where everything is."""
+    tokens, language model, evaluation, ONNX export, Triton repository), promote the model if the gate passes,
+    and print where everything is."""
     import json
     import os
     import subprocess
@@ -239,6 +240,7 @@ def demo(
         f"{tempo.get('untrained', float('nan')):.0%})",
         "samples": f"artifacts/evaluation/samples/ ({metrics['prompts']} held-out test prompts; captions in "
         "artifacts/evaluation/per_prompt.csv)",
+        "onnx": "artifacts/onnx (and int8/; Triton repository in artifacts/triton)",
         "gate": gate,
     }
     for name, value in rows.items():

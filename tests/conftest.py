@@ -40,3 +40,12 @@ def micro_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def micro(micro_dir: Path) -> MusicGenerator:
     return MusicGenerator.load(micro_dir)
+
+
+@pytest.fixture(scope="session")
+def micro_export(micro_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The micro model's ONNX export (fp32 and int8/), made once per session (about 25 s)."""
+    from components.export import export
+    from components.params import ExportParams
+
+    return export(micro_dir, tmp_path_factory.mktemp("export") / "onnx", ExportParams(int8=True))

@@ -27,8 +27,10 @@ TINY = {
         "warmup_steps": 1,
         "valid_batches": 1,
     },
+    "evaluate": {"max_prompts": 1, "duration": 1.0, "reference_clips": 4, "report_samples": 1, "batch_size": 1},
+    "export": {"int8": False, "parity_prompts": 1, "parity_steps": 2},
 }
-STAGES = ("prepare", "validate", "augment", "train_codec", "tokenize", "train")
+STAGES = ("prepare", "validate", "augment", "train_codec", "tokenize", "train", "evaluate", "export", "triton")
 
 
 def _run(repo: Path, *args: str) -> str:
@@ -75,8 +77,11 @@ def test_repro_runs_every_stage_in_order(repo):
     assert (repo / "artifacts/codec/config.json").is_file()
     assert (repo / "artifacts/tokens/codes.npy").is_file()
     assert (repo / "artifacts/model/musicops.json").is_file()
+    assert (repo / "artifacts/evaluation/report.html").is_file()
+    assert (repo / "artifacts/onnx/decoder_with_past_model.onnx").is_file()
+    assert (repo / "artifacts/triton/musicgen/config.pbtxt").is_file()
     metrics = _run(repo, sys.executable, "-m", "dvc", "metrics", "show")
-    assert "best_valid_loss" in metrics and "unigram_loss" in metrics
+    assert "best_valid_loss" in metrics and "unigram_loss" in metrics and "fad.mel.model" in metrics
     assert "didn't change" in _run(repo, sys.executable, "-m", "dvc", "repro")  # nothing to redo
 
 
@@ -88,7 +93,8 @@ def test_a_parameter_change_reruns_only_the_stages_that_read_it(repo):
     assert "Running stage 'prepare'" not in output and "Running stage 'validate'" not in output
     _set_params(repo, {"train": {"learning_rate": 0.002}})
     output = _run(repo, sys.executable, "-m", "dvc", "repro")
-    assert [stage for stage in STAGES if f"Running stage '{stage}'" in output] == ["train"]
+    rerun = [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+    assert rerun == ["train", "evaluate", "export", "triton"]  # train, and what depends on its model
 
 
 def test_push_and_pull_through_the_local_remote(repo):

@@ -30,7 +30,7 @@ from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
 from typer.testing import CliRunner
 
 from components import triton_repository as tr
-from components.params import ParamsError
+from components.params import ParamsError, load_section
 from components.triton_repository import TritonRepositoryError, TritonSettings, write_repository
 from serving import triton_client_runner
 from serving.triton_client_runner import TritonClientRunner
@@ -414,15 +414,17 @@ def test_the_repository_may_not_replace_its_own_source(export_dir: Path):
 
 
 @pytest.mark.unit
-def test_settings_are_checked_by_name():
+def test_settings_are_checked_by_name(tmp_path: Path):
     with pytest.raises(ParamsError, match="instance_kind must be cpu or gpu"):
         TritonSettings(instance_kind="tpu").check()
     with pytest.raises(ParamsError, match="taken by one of the ONNX models"):
         TritonSettings(model_name="decoder").check()
+    params = tmp_path / "params.yaml"
+    params.write_text("triton:\n  max_batch: 4\n")
     with pytest.raises(ParamsError, match=r"unknown key.*max_batch"):
-        TritonSettings.from_mapping({"max_batch": 4})
-    assert TritonSettings.from_mapping(None) == TritonSettings()
-    assert TritonSettings.from_mapping({"instance_kind": "gpu"}).instance_kind == "gpu"
+        load_section(params, "triton")
+    params.write_text("triton:\n  instance_kind: gpu\n")
+    assert load_section(params, "triton") == TritonSettings(instance_kind="gpu")
 
 
 @pytest.mark.integration
@@ -674,6 +676,35 @@ def test_a_failing_bls_call_ends_the_request_with_the_models_error(repo: Path, m
     assert flags == 1 and response.error().message().startswith("RuntimeError: codec_decoder: ")
     with pytest.raises(KeyError, match="no model serves graph 'decoder'"):
         model.generator.runner.run("decoder", {})
+
+
+@pytest.mark.integration
+def test_musicgen_over_bls_streams_what_the_onnx_generator_generates(micro_export, tmp_path, monkeypatch):
+    """The real export, repository and ONNX generator; only Triton's BLS transport is the stand-in."""
+    from model import GenerationParams, OnnxMusicGenerator
+
+    repo = write_repository(micro_export.out_dir, tmp_path / "triton", TritonSettings(link=False))
+    calls: list[str] = []
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils(repo, calls))
+    model = load_model_py(repo).TritonPythonModel()
+    config = json.dumps({"parameters": {"chunk_frames": {"string_value": "10"}}})
+    model.initialize({"model_repository": str(repo / "musicgen"), "model_version": "1", "model_config": config})
+    request = FakeRequest(
+        {
+            "PROMPT": np.array([b"calm piano"], dtype=object),
+            "DURATION": np.array([1.0], dtype=np.float32),
+            "TEMPERATURE": np.array([0.0], dtype=np.float32),
+        }
+    )
+    model.execute([request])
+    *chunks, (_, flags) = request.sender.sent
+    assert flags == 1 and len(chunks) > 1
+    streamed = np.concatenate([response.output_tensors()[0].as_numpy() for response, _ in chunks])
+    local = OnnxMusicGenerator.load(micro_export.out_dir, threads=1)
+    whole = local.generate(["calm piano"], GenerationParams(duration=1.0, temperature=0.0)).audio[0]
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-3 * max(1e-6, float(np.abs(whole).max())))
+    assert set(calls) == {"text_encoder", "decoder", "decoder_with_past", "codec_decoder"}
 
 
 # -- TritonClientRunner --------------------------------------------------------------------------------------------

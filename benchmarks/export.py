@@ -1,0 +1,98 @@
+"""Torch eager vs ONNX Runtime fp32 vs ONNX Runtime INT8, side by side in one run.
+
+Two measurements, each at every batch size, with classifier-free guidance (so the decoder sees 2 x batch
+rows): the decoder's per-step latency (KV-cached single step, after a text prefill) and the end-to-end
+real-time factor of `generate` (text encoder, decoding loop with top-k sampling, codec decoder). The
+backends alternate within each repeat, so machine noise hits all alike; medians are reported.
+
+    python benchmarks/export.py --model artifacts/model --onnx artifacts/onnx --batch 1 --batch 8
+
+Without --onnx the model is exported to a temporary folder first (fp32 and int8/, about 40 s for tiny).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from model import GenerationParams, MusicGenerator, OnnxMusicGenerator
+
+PROMPT = "a laid-back jazz tune at 92 BPM with saxophone, walking bass and brushed drums"
+
+
+def step_latency(generator, batch: int, steps: int) -> float:
+    """Median seconds per cached decoder step over `steps` steps at `batch` prompts with guidance."""
+    states, mask = generator.encode_text([PROMPT] * batch).rows(3.0)
+    decoder = generator.decoder
+    rows, codebooks = states.shape[0], generator.num_codebooks
+    decoder.start(states, mask, capacity=steps + 1)
+    tokens = torch.randint(0, 1024, (rows, codebooks, 1), generator=torch.Generator().manual_seed(0))
+    decoder.step(tokens)  # the prefill (first position) is not a cached step
+    times = []
+    with torch.inference_mode():
+        for _ in range(steps - 1):
+            started = time.perf_counter()
+            decoder.step(tokens)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model"), help="a trained model directory")
+    parser.add_argument("--onnx", type=Path, default=None, help="its export (with int8/); default: export now")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of audio per request")
+    parser.add_argument("--batch", type=int, action="append", help="batch sizes (repeatable); default 1 and 8")
+    parser.add_argument("--steps", type=int, default=200, help="decoder steps timed per latency measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    batches = args.batch or [1, 8]
+
+    onnx_dir = args.onnx
+    if onnx_dir is None:
+        from components.export import export
+        from components.params import ExportParams
+
+        onnx_dir = Path(tempfile.mkdtemp(prefix="musicops-bench-")) / "onnx"
+        export(args.model, onnx_dir, ExportParams(int8=True))
+    backends = {
+        "torch eager": MusicGenerator.load(args.model),
+        "onnxruntime fp32": OnnxMusicGenerator.load(onnx_dir),
+        "onnxruntime int8": OnnxMusicGenerator.load(onnx_dir / "int8"),
+    }
+    params = GenerationParams(duration=args.duration, guidance_scale=3.0, top_k=250, seed=0)
+    for generator in backends.values():  # warm-up: first calls allocate and load kernels
+        generator.generate([PROMPT], GenerationParams(duration=0.5, seed=0))
+
+    print(
+        f"model {args.model}, {args.duration:g} s per request, guidance 3, top-k 250, "
+        f"{torch.get_num_threads()} torch threads, median of {args.repeats}\n"
+    )
+    print("| batch | backend | decoder step ms | wall s | RTF per stream | RTF batch | speed-up vs torch |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for batch in batches:
+        latency: dict[str, list[float]] = {name: [] for name in backends}
+        wall: dict[str, list[float]] = {name: [] for name in backends}
+        for _ in range(args.repeats):
+            for name, generator in backends.items():
+                latency[name].append(step_latency(generator, batch, args.steps))
+                started = time.perf_counter()
+                generator.generate([PROMPT] * batch, params)
+                wall[name].append(time.perf_counter() - started)
+        medians = {name: statistics.median(values) for name, values in wall.items()}
+        for name in backends:
+            seconds = medians[name]
+            print(
+                f"| {batch} | {name} | {statistics.median(latency[name]) * 1000:.2f} | {seconds:.2f} | "
+                f"{args.duration / seconds:.1f}x | {batch * args.duration / seconds:.1f}x | "
+                f"{medians['torch eager'] / seconds:.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Generation over exported ONNX graphs: the same loop as the torch generator, other engines underneath.
+
+The export (`components/export.py`) writes Hugging Face Optimum's MusicGen layout; this module is its
+runtime. Everything here talks to the graphs through a `GraphRunner`, a single call
+`run(graph, inputs) -> outputs` on numpy arrays, so one decoding loop (model/decoding.py, driven by
+`BaseMusicGenerator`) serves every transport: `OrtRunner` runs the graphs in-process with ONNX Runtime,
+and a Triton runner (BLS or tritonclient) only has to implement the same call.
+
+Graphs (file stem -> inputs -> outputs; `B` rows, `K` codebooks, `S` text tokens, `L` decoder layers):
+
+    text_encoder             input_ids, attention_mask [B, S] int64 -> last_hidden_state [B, S, text_hidden]
+    decoder_model            decoder_input_ids [B*K, n] int64, encoder_outputs [B, S, text_hidden] (raw text
+                             states: the graph applies MusicGen's enc_to_dec_proj and the mask itself),
+                             attention_mask [B, S] int64
+                             -> logits [B*K, n, vocab] (every position, as transformers returns them),
+                                present.{i}.decoder.key/value [B, heads, n, head_dim],
+                                present.{i}.encoder.key/value [B, heads, S, head_dim]
+    decoder_with_past_model  decoder_input_ids [B*K, 1], attention_mask [B, S],
+                             past_key_values.{i}.decoder.key/value, past_key_values.{i}.encoder.key/value
+                             -> logits [B*K, 1, vocab], present.{i}.decoder.key/value (one position longer)
+    encodec_decode           audio_codes [1, B, K, frames] int64 -> audio_values [B, 1, samples] float32
+
+Optimum exports no codec encoder, and neither do we (torch.export cannot trace EnCodec's
+length-dependent strided padding on torch 2.13), so continuing an audio prompt needs the torch
+backend; long-form generation and continuation from codes (`iter_frames(prompt_codes=...)`) work here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenProcessor
+
+from model.checkpoint import ModelCard
+from model.decoding import Conditioning
+from model.errors import ModelInputError
+from model.generator import BaseMusicGenerator
+
+TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER = (
+    "text_encoder",
+    "decoder_model",
+    "decoder_with_past_model",
+    "encodec_decode",
+)
+GRAPHS = (TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER)
+
+
+def past_names(num_layers: int) -> list[str]:
+    """The cache inputs of decoder_with_past_model, in Optimum's order."""
+    return [
+        f"past_key_values.{i}.{part}.{kind}"
+        for i in range(num_layers)
+        for part in ("decoder", "encoder")
+        for kind in ("key", "value")
+    ]
+
+
+def present_names(num_layers: int, with_encoder: bool = True) -> list[str]:
+    """The cache outputs: decoder_model returns both caches, decoder_with_past_model only the decoder's."""
+    parts = ("decoder", "encoder") if with_encoder else ("decoder",)
+    return [f"present.{i}.{part}.{kind}" for i in range(num_layers) for part in parts for kind in ("key", "value")]
+
+
+@runtime_checkable
+class GraphRunner(Protocol):
+    """Runs one of the exported graphs (`GRAPHS`, by file stem) on named numpy inputs."""
+
+    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def default_threads() -> int:
+    # The decoder's matrices are small at batch 1: past a few threads, synchronisation costs more than it
+    # saves, and several servers' sessions on one machine should not each claim every core.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class OrtRunner:
+    """`GraphRunner` over ONNX Runtime sessions, created once per graph of an exported folder."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        graphs: Sequence[str] = GRAPHS,
+    ):
+        import onnxruntime as ort
+
+        directory = Path(directory)
+        missing = [g for g in graphs if not (directory / f"{g}.onnx").is_file()]
+        if missing:
+            raise ModelInputError(
+                f"{directory} is not an ONNX export: {', '.join(m + '.onnx' for m in missing)} missing "
+                "(run the export stage: python -m components.export)"
+            )
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1  # the graphs are chains: nothing runs in parallel between nodes
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.directory = directory
+        self.sessions = {}
+        for graph in graphs:
+            try:
+                self.sessions[graph] = ort.InferenceSession(
+                    str(directory / f"{graph}.onnx"), options, providers=list(providers)
+                )
+            except Exception as error:  # a boundary: a truncated or foreign file is a bad export
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise ModelInputError(f"cannot load {graph}.onnx from {directory}: {reason}") from None
+        self.output_names = {g: [o.name for o in s.get_outputs()] for g, s in self.sessions.items()}
+
+    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = self.output_names[graph]
+        return dict(zip(names, self.sessions[graph].run(names, inputs), strict=True))
+
+
+@dataclass(frozen=True)
+class _LanguageModelView:
+    # model/decoding.py reads the special token as `decoder.lm.config.vocab_size` (CachedDecoder wraps a
+    # transformers module); this gives the ONNX decoder the same attribute from the exported config.
+    config: MusicgenDecoderConfig
+
+
+class OnnxDecoder:
+    """`CachedDecoder`'s interface (start/step/reorder) over decoder_model and decoder_with_past_model.
+
+    `start` takes the RAW text-encoder states (masked) and the mask, as Optimum's decoder_model does: the
+    graph projects them. The first `step` runs decoder_model (prefill, empty cache); every later one runs
+    decoder_with_past_model with the cache the previous call returned.
+    """
+
+    def __init__(self, runner: GraphRunner, config: MusicgenDecoderConfig):
+        self.runner = runner
+        self.lm = _LanguageModelView(config)
+        self.num_codebooks = config.num_codebooks
+        self.num_layers = config.num_hidden_layers
+        self.max_positions = config.max_position_embeddings
+        self.position = 0
+
+    def start(self, text_states: torch.Tensor, text_mask: torch.Tensor | None, capacity: int) -> None:
+        """Reset the cache for text states [rows, text_len, text_hidden] and up to `capacity` positions."""
+        if capacity > self.max_positions:
+            # The graphs hold the sinusoidal table of max_position_embeddings rows (the torch decoder grows it).
+            raise ModelInputError(
+                f"a window of {capacity} positions exceeds this export's {self.max_positions} decoder positions"
+            )
+        self.states = np.ascontiguousarray(text_states.float().numpy())
+        rows, length = self.states.shape[:2]
+        mask = torch.ones(rows, length, dtype=torch.long) if text_mask is None else text_mask
+        self.mask = np.ascontiguousarray(mask.numpy().astype(np.int64))
+        self.position, self.capacity = 0, capacity
+        self.cache: list[np.ndarray] = []  # past_names order: decoder key/value, encoder key/value per layer
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep cache rows `index` (beam search): row i becomes the old row index[i], text included."""
+        rows = index.numpy()
+        self.cache = [np.ascontiguousarray(c[rows]) for c in self.cache]
+        self.states, self.mask = self.states[rows], self.mask[rows]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed tokens [rows, codebooks, n] at the next n positions; logits [rows, codebooks, vocab] of the
+        last position. n > 1 only from an empty cache (a prompt prefill)."""
+        rows, codebooks, n = tokens.shape
+        start, end = self.position, self.position + n
+        if n > 1 and start > 0:
+            raise ValueError("several tokens at once only from an empty cache")
+        if end > self.capacity:
+            raise ValueError(f"cache holds {self.capacity} positions, asked for {end}")
+        ids = np.ascontiguousarray(tokens.reshape(rows * codebooks, n).numpy().astype(np.int64))
+        if start == 0:
+            out = self.runner.run(
+                DECODER, {"decoder_input_ids": ids, "encoder_outputs": self.states, "attention_mask": self.mask}
+            )
+            self.cache = [out[name] for name in present_names(self.num_layers)]
+        else:
+            feeds = dict(zip(past_names(self.num_layers), self.cache, strict=True))
+            out = self.runner.run(DECODER_WITH_PAST, {"decoder_input_ids": ids, "attention_mask": self.mask, **feeds})
+            # the text's keys and values do not change: only the decoder's grow
+            for i in range(self.num_layers):
+                self.cache[4 * i] = out[f"present.{i}.decoder.key"]
+                self.cache[4 * i + 1] = out[f"present.{i}.decoder.value"]
+        self.position = end
+        logits = out["logits"].reshape(rows, codebooks, n, -1)[:, :, -1]
+        return torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+
+
+class OnnxMusicGenerator(BaseMusicGenerator):
+    """`MusicGenerator`'s API over an exported folder: `OnnxMusicGenerator.load(dir)` (ONNX Runtime), or
+    any `GraphRunner` (e.g. one that calls Triton) with the folder's config and tokenizer."""
+
+    def __init__(self, runner: GraphRunner, config: MusicgenConfig, processor: MusicgenProcessor, card: ModelCard):
+        self.runner = runner
+        self.config = config
+        self.processor = processor
+        self.card = card
+        self.dtype = torch.float32
+        self.decoder = OnnxDecoder(runner, config.decoder)
+        codec = config.audio_encoder
+        self.sample_rate: int = codec.sampling_rate
+        self.frame_rate: float = codec.frame_rate
+        self.hop_length = round(self.sample_rate / self.frame_rate)
+        self.num_codebooks: int = config.decoder.num_codebooks
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        runner: GraphRunner | None = None,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> OnnxMusicGenerator:
+        """An exported folder (the export stage's output, or its int8/ folder); `runner` defaults to ONNX
+        Runtime over the folder's graphs."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ModelInputError(f"ONNX model directory {directory} does not exist")
+        if not (directory / "config.json").is_file():
+            raise ModelInputError(f"{directory} is not an ONNX export: it has no config.json")
+        try:
+            config = MusicgenConfig.from_pretrained(directory, local_files_only=True)
+            processor = MusicgenProcessor.from_pretrained(directory, local_files_only=True)
+        except Exception as error:  # a boundary: any failure to read the files is a bad directory
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelInputError(f"cannot read the config and tokenizer in {directory}: {reason}") from None
+        runner = runner if runner is not None else OrtRunner(directory, providers=providers, threads=threads)
+        return cls(runner, config, processor, ModelCard.read(directory))
+
+    def encode_text(self, prompts: list[str]) -> Conditioning:
+        """Raw (unprojected) text states, zero where masked; an empty prompt is unconditional."""
+        input_ids, encoder_mask, mask = self.tokenize(prompts)
+        # The encoder sees the tokenizer's own mask: an all-masked row would be undefined in the graph's
+        # softmax; the conditioning mask then zeroes what the decoder must not see.
+        states = self.runner.run(
+            TEXT_ENCODER,
+            {"input_ids": input_ids.numpy().astype(np.int64), "attention_mask": encoder_mask.numpy().astype(np.int64)},
+        )["last_hidden_state"]
+        states = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32)) * mask[..., None]
+        return Conditioning(states=states, mask=mask)
+
+    def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
+        raise ModelInputError(
+            "continuing an audio prompt needs the codec encoder, which the ONNX export does not include "
+            "(Optimum's layout has only encodec_decode): use the torch backend for audio prompts"
+        )
+
+    def decode_audio(self, codes: torch.Tensor) -> np.ndarray:
+        """Mono float32 audio [B, samples] of codes [B, K, frames]."""
+        audio_codes = np.ascontiguousarray(codes[None].numpy().astype(np.int64))
+        audio = self.runner.run(CODEC_DECODER, {"audio_codes": audio_codes})["audio_values"]
+        return np.ascontiguousarray(audio[:, 0], dtype=np.float32)
