@@ -44,6 +44,8 @@ lint: install
 bench: install
 	@$(BIN)/python benchmarks/generate.py
 	@$(BIN)/python benchmarks/data.py
+	@# needs a trained model: run `make demo` first (its export, artifacts/onnx, is reused)
+	@$(BIN)/python benchmarks/export.py --model artifacts/model --onnx artifacts/onnx
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock: install

@@ -102,9 +102,17 @@ def _mean(values: list[float]) -> float:
 
 
 def evaluate(
-    model_dir: Path, corpus_dir: Path, out_dir: Path, params: EvaluateParams, vggish_weights: Path | None = None
+    model_dir: Path,
+    corpus_dir: Path,
+    out_dir: Path,
+    params: EvaluateParams,
+    vggish_weights: Path | None = None,
+    onnx_dir: Path | None = None,
 ) -> Evaluation:
-    """Evaluate the model in `model_dir` on the test split of `corpus_dir`; write everything to `out_dir`."""
+    """Evaluate the model in `model_dir` on the test split of `corpus_dir`; write everything to `out_dir`.
+
+    With `onnx_dir` (an export of that model, e.g. its int8/ folder) the model's samples come from the
+    ONNX Runtime backend instead, so an export's quality cost is measured beside the same baselines."""
     import torch
 
     from model import MusicGenerator
@@ -125,7 +133,12 @@ def evaluate(
     length = round(params.duration * rate)
     prompts = [clip.caption for clip in tests]
     audio: dict[str, list[np.ndarray]] = {}
-    audio["model"], model_seconds = _generate(generator, prompts, params, "model")
+    if onnx_dir is not None:
+        from model import OnnxMusicGenerator
+
+        audio["model"], model_seconds = _generate(OnnxMusicGenerator.load(onnx_dir), prompts, params, "model")
+    else:
+        audio["model"], model_seconds = _generate(generator, prompts, params, "model")
     audio["untrained"], _ = _generate(generator.untrained(params.seed), prompts, params, "untrained")
     audio["real"] = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in tests]
     reference_audio = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in references]
@@ -283,10 +296,13 @@ def main(
     out: Annotated[Path, typer.Option(help="Where metrics, decision, report and samples go.")] = Path(
         "artifacts/evaluation"
     ),
+    onnx: Annotated[
+        Path | None, typer.Option(help="Generate the model's samples with this ONNX export (e.g. artifacts/onnx/int8).")
+    ] = None,
 ) -> None:
     """Evaluate the trained model (FAD, adherence, quality) beside its baselines and decide promotion."""
     try:
-        result = evaluate(model, corpus, out, load_section(params, "evaluate"))
+        result = evaluate(model, corpus, out, load_section(params, "evaluate"), onnx_dir=onnx)
     except (ParamsError, ManifestError, ModelInputError, EvaluateError, GateError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None

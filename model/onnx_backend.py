@@ -106,6 +106,9 @@ class OrtRunner:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1  # the graphs are chains: nothing runs in parallel between nodes
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # ONNX Runtime's idle threads spin after each run by default; between decoder steps torch samples
+        # the next tokens on the same cores, and spinning threads made its softmax 10x slower here.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.directory = directory
         self.sessions = {}
         for graph in graphs:

@@ -186,3 +186,15 @@ def test_evaluate_cli_names_a_missing_model(micro_corpus, tmp_path):
     assert run.returncode == 2
     assert f"no model in {tmp_path / 'nope'}" in run.stderr
     assert not (tmp_path / "evaluation").exists()
+
+
+@pytest.mark.integration
+def test_an_onnx_export_is_evaluated_beside_the_same_baselines(micro_dir, micro_export, micro_corpus, tmp_path):
+    params = MICRO_EVALUATION
+    torch_run = evaluate(micro_dir, micro_corpus, tmp_path / "torch", params).metrics
+    onnx_run = evaluate(micro_dir, micro_corpus, tmp_path / "onnx", params, onnx_dir=micro_export.out_dir).metrics
+    # The baselines do not depend on the backend; the model's samples come from ONNX Runtime, which samples
+    # the same tokens as torch for the same seed (top-k at MusicGen's default covers the micro vocabulary).
+    for name in onnx_run["fad"]:
+        assert onnx_run["fad"][name]["untrained"] == torch_run["fad"][name]["untrained"]
+        assert onnx_run["fad"][name]["model"] == pytest.approx(torch_run["fad"][name]["model"], rel=1e-3)
