@@ -50,7 +50,7 @@ from model.checkpoint import load_model
 from model.decoder_step import cross_keys_values, decoder_layer, embed, lm_logits
 from model.decoding import Conditioning
 from model.delay_pattern import build_delay_pattern
-from model.errors import ModelInputError
+from model.errors import ModelInputError, first_line
 from model.generator import MusicGenerator
 from model.onnx_backend import (
     CODEC_DECODER,
@@ -375,7 +375,7 @@ def export_graph(graph: str, spec: GraphSpec, path: Path, opset: int) -> None:
             )
             program.save(str(path), external_data=large)
     except Exception as error:  # a boundary: the exporter's failures are long; name the graph first
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise ExportError(f"exporting {graph} failed: {reason}") from error
     finally:
         module.eval()  # the exporter can leave modules in training mode

@@ -23,6 +23,7 @@ from components.corpus.manifest import Clip, ManifestError, read_manifest
 from components.params import ParamsError, TokenizeParams, load_section
 from model.atomic_io import atomic_directory
 from model.audio import read_audio
+from model.errors import first_line
 
 INDEX_FILE, CODES_FILE, INFO_FILE = "index.jsonl", "codes.npy", "tokens.json"
 
@@ -51,7 +52,7 @@ def load_codec(codec_dir: Path):
     try:
         return EncodecModel.from_pretrained(codec_dir, local_files_only=True).eval()
     except Exception as error:  # a boundary: any unreadable checkpoint is a bad codec directory
-        raise TokenizeError(f"cannot load the codec in {codec_dir}: {str(error).splitlines()[0]}") from None
+        raise TokenizeError(f"cannot load the codec in {codec_dir}: {first_line(error)}") from None
 
 
 def _batches(items: list[tuple[Path, Clip, np.ndarray]], size: int):

@@ -34,7 +34,7 @@ from components.training.objective import DecoderObjective, TextCache, unigram_l
 from components.training.provenance import data_version, git_commit
 from model.build import build_model
 from model.checkpoint import ModelCard, save_model
-from model.errors import ModelInputError
+from model.errors import ModelInputError, first_line
 from model.presets import Preset, get_preset
 
 
@@ -203,7 +203,7 @@ class _Trainer:
         try:
             self.objective.load_state_dict(state["objective"])
         except RuntimeError as error:
-            raise CheckpointError(f"checkpoint weights do not fit this model: {str(error).splitlines()[0]}") from None
+            raise CheckpointError(f"checkpoint weights do not fit this model: {first_line(error)}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

@@ -75,6 +75,7 @@ import typer
 
 from components.params import ParamsError, TritonSettings, load_section
 from model.atomic_io import atomic_directory
+from model.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def read_graph(path: Path) -> GraphSpec:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # a boundary: any unreadable file is a bad graph
-        raise TritonRepositoryError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+        raise TritonRepositoryError(f"cannot read {path}: {first_line(error)}") from None
     initialisers = {t.name for t in proto.graph.initializer}
     inputs = tuple(_tensor_spec(v, path) for v in proto.graph.input if v.name not in initialisers)
     outputs = tuple(_tensor_spec(v, path) for v in proto.graph.output)

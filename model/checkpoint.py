@@ -17,7 +17,7 @@ from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
 
 from model.atomic_io import atomic_directory
 from model.build import configure
-from model.errors import ModelInputError
+from model.errors import ModelInputError, first_line
 from model.presets import Preset
 
 CARD_FILE = "musicops.json"
@@ -87,6 +87,6 @@ def load_model(
         model = MusicgenForConditionalGeneration.from_pretrained(directory, local_files_only=True)
         processor = MusicgenProcessor.from_pretrained(directory, local_files_only=True)
     except Exception as error:  # a boundary: any failure to read the files is a bad directory
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise ModelInputError(f"cannot load the model in {directory}: {reason}") from None
     return configure(model), processor, ModelCard.read(directory)

@@ -39,7 +39,7 @@ from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenProcesso
 
 from model.checkpoint import ModelCard
 from model.decoding import Conditioning
-from model.errors import ModelInputError
+from model.errors import ModelInputError, first_line
 from model.generator import BaseMusicGenerator
 
 TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER = (
@@ -117,7 +117,7 @@ class OrtRunner:
                     str(directory / f"{graph}.onnx"), options, providers=list(providers)
                 )
             except Exception as error:  # a boundary: a truncated or foreign file is a bad export
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                reason = first_line(error)
                 raise ModelInputError(f"cannot load {graph}.onnx from {directory}: {reason}") from None
         self.output_names = {g: [o.name for o in s.get_outputs()] for g, s in self.sessions.items()}
 
@@ -232,7 +232,7 @@ class OnnxMusicGenerator(BaseMusicGenerator):
             config = MusicgenConfig.from_pretrained(directory, local_files_only=True)
             processor = MusicgenProcessor.from_pretrained(directory, local_files_only=True)
         except Exception as error:  # a boundary: any failure to read the files is a bad directory
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = first_line(error)
             raise ModelInputError(f"cannot read the config and tokenizer in {directory}: {reason}") from None
         runner = runner if runner is not None else OrtRunner(directory, providers=providers, threads=threads)
         return cls(runner, config, processor, ModelCard.read(directory))

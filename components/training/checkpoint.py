@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from model.atomic_io import atomic_directory
+from model.errors import first_line
 
 STATE_FILE, META_FILE = "trainer.pt", "meta.json"
 
@@ -37,7 +38,7 @@ def load_checkpoint(folder: Path, shape: dict[str, Any]) -> tuple[dict[str, Any]
     except FileNotFoundError as error:
         raise CheckpointError(f"checkpoint {folder} is incomplete: {Path(error.filename).name} is missing") from None
     except Exception as error:  # a boundary: any unreadable file is a corrupt checkpoint
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise CheckpointError(f"checkpoint {folder} is corrupt: {reason}") from None
     saved = meta.get("decoder_shape", {})
     differing = {k: (saved.get(k), v) for k, v in shape.items() if saved.get(k) != v}
