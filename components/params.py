@@ -255,7 +255,7 @@ class TritonSettings:
             raise ParamsError(f"triton.chunk_frames must be at least 1, got {self.chunk_frames}")
         if not self.model_name.replace("_", "").replace("-", "").isalnum():
             raise ParamsError(f"triton.model_name must be letters, digits, - and _, got {self.model_name!r}")
-        from components.triton_repository import TRITON_MODEL_NAMES  # (a module-level import would be circular)
+        from model.onnx_backend import TRITON_MODEL_NAMES  # imported here: it loads torch
 
         if self.model_name in TRITON_MODEL_NAMES.values():
             raise ParamsError(f"triton.model_name {self.model_name!r} is taken by one of the ONNX models")

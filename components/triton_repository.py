@@ -76,17 +76,10 @@ import typer
 from components.params import ParamsError, TritonSettings, load_section
 from model.atomic_io import atomic_directory
 from model.errors import first_line
+from model.onnx_backend import TRITON_MODEL_NAMES
 
 log = logging.getLogger(__name__)
 
-# Optimum's file stem -> the Triton model that serves it. serving/triton_client_runner.py holds the same map (serving
-# may not import components); tests/test_triton_repository.py checks that the two agree.
-TRITON_MODEL_NAMES = {
-    "text_encoder": "text_encoder",
-    "decoder_model": "decoder",
-    "decoder_with_past_model": "decoder_with_past",
-    "encodec_decode": "codec_decoder",
-}
 # Graphs whose axis 0 mixes prompts, codebooks and guidance rows and whose KV caches belong to one request.
 UNBATCHABLE = {"decoder_model", "decoder_with_past_model"}
 # The generator's own files copied beside musicgen's model.py: configs, tokenizer, model card (never graphs or weights).

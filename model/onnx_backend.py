@@ -49,6 +49,14 @@ TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER = (
     "encodec_decode",
 )
 GRAPHS = (TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER)
+# The Triton model serving each graph (components/triton_repository.py lays the repository out by it; runners
+# over Triton call these names).
+TRITON_MODEL_NAMES = {
+    TEXT_ENCODER: "text_encoder",
+    DECODER: "decoder",
+    DECODER_WITH_PAST: "decoder_with_past",
+    CODEC_DECODER: "codec_decoder",
+}
 
 
 def past_names(num_layers: int) -> list[str]:

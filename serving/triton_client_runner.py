@@ -22,14 +22,8 @@ from typing import Any
 
 import numpy as np
 
-# Optimum's file stem -> the Triton model serving it: components.triton_repository.TRITON_MODEL_NAMES (serving may
-# not import components; a test checks that the two agree).
-TRITON_MODEL_NAMES = {
-    "text_encoder": "text_encoder",
-    "decoder_model": "decoder",
-    "decoder_with_past_model": "decoder_with_past",
-    "encodec_decode": "codec_decoder",
-}
+from model.onnx_backend import TRITON_MODEL_NAMES
+
 PROTOCOLS = ("http", "grpc")
 
 
