@@ -49,7 +49,7 @@ bench: install
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock: install
-	@$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt
+	@$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fadtk|frechet[-_]audio[-_]distance)==' > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
