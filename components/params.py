@@ -21,6 +21,13 @@ class ParamsError(ValueError):
     """params.yaml is missing, malformed, or has a value out of range; the message names it."""
 
 
+def _check_preset(section: str, name: str) -> None:
+    from model.presets import PRESETS
+
+    if name not in PRESETS:
+        raise ParamsError(f"{section}.preset {name!r} is not a preset; known presets: {', '.join(PRESETS)}")
+
+
 @dataclass(frozen=True)
 class DataParams:
     """The corpus: rendered offline (the default) or ingested from a folder of the user's audio."""
@@ -101,6 +108,7 @@ class CodecParams:
     valid_clips: int = 8  # held-out clips for SI-SNR and mel distance
 
     def check(self) -> None:
+        _check_preset("codec", self.preset)
         if self.steps < 1 or self.batch_size < 1 or self.valid_clips < 1:
             raise ParamsError("codec.steps, codec.batch_size and codec.valid_clips must be positive")
         if self.segment_seconds <= 0 or self.learning_rate <= 0:
@@ -143,6 +151,7 @@ class TrainParams:
     mixed_precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16 on CUDA, off on CPU), off
 
     def check(self) -> None:
+        _check_preset("train", self.preset)
         if self.steps < 1 or self.batch_size < 1 or self.grad_accumulation < 1:
             raise ParamsError("train.steps, train.batch_size and train.grad_accumulation must be positive")
         if self.batch_size % self.grad_accumulation:
@@ -302,7 +311,45 @@ def load_section(path: str | Path, name: str) -> Any:
         raise ParamsError(f"params file {path} does not exist") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"params file {path} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ParamsError(f"params file {path} must be a mapping of sections")
+    return section_from(document, name)
+
+
+def section_from(document: dict[str, Any], name: str) -> Any:
+    """One section of a params document (params.yaml's contents) as its dataclass."""
+    if not isinstance(document, dict):
+        raise ParamsError(f"params must be a mapping of sections, got {type(document).__name__}")
     return _section(SECTIONS[name], document.get(name), name)
+
+
+def section_text(text: str, name: str) -> Any:
+    """One section given as JSON text, as the Kubeflow pipeline passes it to a step (a KFP dict parameter
+    cannot hold params.yaml's nulls, and a step that receives only its sections is re-run only when they change)."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ParamsError(f"params section {name!r} is not valid JSON: {error}") from None
+    return _section(SECTIONS[name], raw, name)
+
+
+def with_overrides(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `document` with dotted keys set ("train.preset": "small"), every section then checked.
+
+    The pipeline's run parameters (preset, data source, gate thresholds) reach the stages this way, so a
+    bad value fails the first step with the key's name instead of a stage an hour later."""
+    merged = json.loads(json.dumps(document))  # a deep copy that also proves the document is plain JSON
+    for key, value in overrides.items():
+        section, _, field_name = key.partition(".")
+        if section not in SECTIONS or not field_name:
+            raise ParamsError(f"override {key!r} must be section.key with a section of {', '.join(SECTIONS)}")
+        if field_name not in {f.name for f in fields(SECTIONS[section])}:
+            raise ParamsError(f"override {key!r}: params section {section!r} has no key {field_name!r}")
+        merged.setdefault(section, {})
+        merged[section] = {**(merged[section] or {}), field_name: value}
+    for name in SECTIONS:
+        section_from(merged, name)
+    return merged
 
 
 def fingerprint(*sections: Any) -> str:

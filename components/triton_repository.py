@@ -428,6 +428,8 @@ def write_repository(onnx_dir: Path, out_dir: Path, settings: TritonSettings) ->
         for name, text in configs.items():
             (staging / name / "config.pbtxt").write_text(text)
     return out_dir
+
+
 # -- CLI -----------------------------------------------------------------------------------------------------------
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

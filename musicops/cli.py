@@ -10,12 +10,15 @@ from typing import Annotated
 
 import typer
 
+from pipelines.cli import app as pipeline_app
+
 app = typer.Typer(
     help="musicops: train, measure, serve and watch MusicGen-style text-to-music models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(pipeline_app, name="pipeline")
 
 ModelOption = Annotated[
     str,

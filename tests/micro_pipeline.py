@@ -16,6 +16,23 @@ from model.build import codec_config
 from tests.conftest import MICRO
 
 MICRO_DATA = DataParams(count=20, clip_seconds=2.0, seed=3)
+# params.yaml sections changed for a whole pipeline run (dvc repro, kfp.local) in about a minute.
+MICRO_PARAMS = {
+    "data": {"count": 10, "clip_seconds": 1.0, "min_clip_seconds": 0.5},
+    "augment": {"copies": 1},
+    "codec": {"steps": 2, "batch_size": 2, "valid_clips": 1},
+    "train": {
+        "steps": 3,
+        "batch_size": 4,
+        "segment_seconds": 0.5,
+        "eval_every": 3,
+        "checkpoint_every": 3,
+        "warmup_steps": 1,
+        "valid_batches": 1,
+    },
+    "evaluate": {"max_prompts": 1, "duration": 1.0, "reference_clips": 4, "report_samples": 1, "batch_size": 1},
+    "export": {"int8": False, "parity_prompts": 1, "parity_steps": 2},
+}
 
 
 def micro_codec(directory: Path, seed: int = 0) -> Path:

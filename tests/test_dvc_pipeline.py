@@ -11,25 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.micro_pipeline import MICRO_PARAMS
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "data": {"count": 10, "clip_seconds": 1.0, "min_clip_seconds": 0.5},
-    "augment": {"copies": 1},
-    "codec": {"steps": 2, "batch_size": 2, "valid_clips": 1},
-    "train": {
-        "steps": 3,
-        "batch_size": 4,
-        "segment_seconds": 0.5,
-        "eval_every": 3,
-        "checkpoint_every": 3,
-        "warmup_steps": 1,
-        "valid_batches": 1,
-    },
-    "evaluate": {"max_prompts": 1, "duration": 1.0, "reference_clips": 4, "report_samples": 1, "batch_size": 1},
-    "export": {"int8": False, "parity_prompts": 1, "parity_steps": 2},
-}
 STAGES = ("prepare", "validate", "augment", "train_codec", "tokenize", "train", "evaluate", "export", "triton")
 
 
@@ -59,7 +45,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
-    _set_params(copy, TINY)
+    _set_params(copy, MICRO_PARAMS)
     _run(copy, "git", "init", "-q")
     _run(copy, "git", "add", "-A")
     _run(copy, "git", "commit", "-qm", "copy")

@@ -178,8 +178,17 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
 @pytest.mark.integration
 def test_evaluate_cli_names_a_missing_model(micro_corpus, tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "components.evaluate", "--model", str(tmp_path / "nope"), "--corpus", str(micro_corpus),
-         "--out", str(tmp_path / "evaluation")],
+        [
+            sys.executable,
+            "-m",
+            "components.evaluate",
+            "--model",
+            str(tmp_path / "nope"),
+            "--corpus",
+            str(micro_corpus),
+            "--out",
+            str(tmp_path / "evaluation"),
+        ],
         capture_output=True,
         text=True,
     )

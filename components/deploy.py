@@ -1,0 +1,268 @@
+"""The pipeline's deploy step: a KServe InferenceService serving an exported model, created or replaced, then awaited.
+
+    spec = ServiceSpec(storage_uri=storage_uri(onnx.uri))   # the export's Kubeflow artifact, read by KServe
+    apply_inference_service(inference_service(spec))        # "created" or "replaced"
+    wait_ready(spec.name, spec.namespace)                   # its status, with the URL clients call
+
+The InferenceService names the `musicops-predictor` ServingRuntime (`serving_runtime()`, applied once per
+namespace from k8s/serving/servingruntime.yaml): the project image running the KServe predictor of serving/.
+KServe's storage initializer copies `storageUri` into /mnt/models before the predictor starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.cluster import (
+    IMAGE,
+    LABELS,
+    NAMESPACE,
+    api_error,
+    custom_objects_api,
+    name_problem,
+    quantity_problem,
+    reaching,
+    resources,
+)
+
+GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+RUNTIME_NAME, MODEL_FORMAT = "musicops-predictor", "musicgen"
+STORAGE_SCHEMES = ("s3", "gs", "pvc", "hdfs", "http", "https", "oci")
+# file:// names a model on the machine the manifest was made on (a kfp.local run's export): fine in a written
+# manifest, refused by apply_inference_service, since no cluster can read it.
+LOCAL_SCHEME = "file"
+HTTP_PORT, GRPC_PORT = 8080, 8081
+
+
+class DeployError(ValueError):
+    """An InferenceService that cannot be built, applied or made ready; the message names the field or condition."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSpec:
+    """What the InferenceService serves and with what; `check()` refuses what KServe or the API server would."""
+
+    name: str = "musicgen"
+    namespace: str = NAMESPACE
+    storage_uri: str  # where KServe's storage initializer fetches the model: s3://, gs://, pvc://, ...
+    runtime: str = RUNTIME_NAME
+    model_format: str = MODEL_FORMAT
+    protocol: str = "v2"  # the Open Inference Protocol; the predictor also serves v1 (its streaming route)
+    cpu: str = "2"
+    memory: str = "8Gi"
+    gpus: int = 0
+    min_replicas: int = 1
+    max_replicas: int = 4
+    service_account: str | None = None  # one carrying the storage credentials (see `storage_uri`)
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        problems = [
+            name_problem("name", self.name),
+            name_problem("namespace", self.namespace, letter_first=False),
+            name_problem("runtime", self.runtime),
+            quantity_problem("cpu", self.cpu),
+            quantity_problem("memory", self.memory),
+        ]
+        if problem := next((p for p in problems if p), None):
+            raise DeployError(problem)
+        if self.gpus < 0:
+            raise DeployError(f"gpus must be 0 or more, got {self.gpus}")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise DeployError(
+                f"replicas must satisfy 0 <= min_replicas <= max_replicas and max_replicas >= 1, "
+                f"got min_replicas={self.min_replicas}, max_replicas={self.max_replicas}"
+            )
+        if self.storage_uri.startswith("/"):
+            raise DeployError(_local_path(self.storage_uri))
+        scheme = self.storage_uri.split("://", 1)[0] if "://" in self.storage_uri else ""
+        if scheme not in (*STORAGE_SCHEMES, LOCAL_SCHEME):
+            raise DeployError(
+                f"storage_uri {self.storage_uri!r} has no scheme KServe's storage initializer reads "
+                f"({', '.join(s + '://' for s in STORAGE_SCHEMES)})"
+            )
+
+
+def _local_path(uri: str) -> str:
+    return (
+        f"storage_uri {uri!r} is a local path, which the cluster cannot read: upload the "
+        f"model to object storage or a volume ({', '.join(s + '://' for s in STORAGE_SCHEMES)})"
+    )
+
+
+def storage_uri(artifact_uri: str, local_ok: bool = False) -> str:
+    """The URI KServe's storage initializer reads for a Kubeflow Pipelines artifact.
+
+    KFP's default artifact store is its in-cluster MinIO (`minio://mlpipeline/v2/artifacts/...`), which speaks S3:
+    the same bucket and key as `s3://`. The storage initializer then needs the MinIO endpoint and credentials from
+    the InferenceService's service account: annotate it with `serving.kserve.io/s3-endpoint`
+    (e.g. `minio-service.kubeflow:9000`) and `serving.kserve.io/s3-usehttps: "0"`, and attach a secret holding
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (KServe's S3 secret convention). `s3://` and `gs://` pass unchanged.
+    With `local_ok`, a local path (a kfp.local run's artifact) becomes `file://`, for a manifest that is written,
+    not applied.
+    """
+    if local_ok and artifact_uri.startswith("/"):
+        return f"{LOCAL_SCHEME}://{artifact_uri}"
+    if artifact_uri.startswith("minio://"):
+        return "s3://" + artifact_uri.removeprefix("minio://")
+    if artifact_uri.startswith(("s3://", "gs://")):
+        return artifact_uri
+    raise DeployError(
+        f"artifact {artifact_uri!r} is not in object storage KServe can read (minio://, s3:// or gs://); "
+        "a pipeline run here (kfp.local) keeps artifacts on this machine"
+    )
+
+
+def inference_service(spec: ServiceSpec) -> dict[str, Any]:
+    """The InferenceService (serving.kserve.io/v1beta1) for `spec`, checked first."""
+    spec.check()
+    predictor: dict[str, Any] = {
+        "minReplicas": spec.min_replicas,
+        "maxReplicas": spec.max_replicas,
+        "model": {
+            "modelFormat": {"name": spec.model_format},
+            "runtime": spec.runtime,
+            "storageUri": spec.storage_uri,
+            "protocolVersion": spec.protocol,
+            "resources": resources(spec.cpu, spec.memory, spec.gpus),
+        },
+    }
+    if spec.service_account:
+        predictor["serviceAccountName"] = spec.service_account
+    if spec.node_selector:
+        predictor["nodeSelector"] = dict(spec.node_selector)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": {"app.kubernetes.io/name": MODEL_FORMAT, **LABELS},
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def serving_runtime(image: str = IMAGE, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """The ServingRuntime (serving.kserve.io/v1alpha1) `musicops-predictor`: the project image serving musicgen models.
+
+    KServe picks it for any InferenceService in `namespace` whose modelFormat is musicgen (autoSelect), and the
+    InferenceService's own resources replace the defaults here.
+    """
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {
+            "name": RUNTIME_NAME,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": RUNTIME_NAME, **LABELS},
+        },
+        "spec": {
+            "supportedModelFormats": [{"name": MODEL_FORMAT, "autoSelect": True}],
+            "protocolVersions": ["v1", "v2"],
+            "containers": [
+                {
+                    "name": "kserve-container",  # the name KServe merges the InferenceService's model spec into
+                    "image": image,
+                    # The KServe predictor of serving/ implements exactly this command line.
+                    "command": ["python", "-m", "serving.predictor"],
+                    "args": ["--model_dir=/mnt/models", f"--http_port={HTTP_PORT}", f"--grpc_port={GRPC_PORT}"],
+                    # KServe's default (Standard) deployment mode exposes both ports, gRPC by its name; Knative
+                    # mode accepts one container port: drop the grpc entry there (V2 gRPC is then unreachable).
+                    "ports": [
+                        {"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                        {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                    ],
+                    "resources": resources("1", "4Gi"),
+                }
+            ],
+        },
+    }
+
+
+def apply_inference_service(obj: dict[str, Any], api: Any = None) -> str:
+    """Create the InferenceService, or replace it when one of that name exists; returns "created" or "replaced"."""
+    from kubernetes.client.exceptions import ApiException
+
+    uri = obj["spec"]["predictor"]["model"]["storageUri"]
+    if uri.startswith(f"{LOCAL_SCHEME}://"):
+        raise DeployError(_local_path(uri))
+    api = api or custom_objects_api()
+    name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    where = {"group": GROUP, "version": VERSION, "namespace": namespace, "plural": PLURAL}
+    try:
+        with reaching(api):
+            try:
+                existing = api.get_namespaced_custom_object(**where, name=name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                api.create_namespaced_custom_object(**where, body=obj)
+                return "created"
+            body = copy.deepcopy(obj)
+            # A replace must name the version it replaces, so a concurrent change is refused instead of lost.
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            api.replace_namespaced_custom_object(**where, name=name, body=body)
+            return "replaced"
+    except ApiException as error:
+        raise DeployError(f"applying InferenceService {namespace}/{name} failed: {api_error(error)}") from None
+
+
+def _conditions(status: dict[str, Any]) -> list[dict[str, Any]]:
+    return status.get("conditions") or []
+
+
+def _why(status: dict[str, Any], ready: bool) -> str:
+    """What keeps the service from being ready: the last condition not True, in one line."""
+    pending = [c for c in _conditions(status) if c.get("status") != "True"]
+    if pending:
+        last = pending[-1]
+        why = f"{last.get('type')} is {last.get('status')}: {last.get('reason') or 'no reason given'}"
+        lines = (last.get("message") or "").strip().splitlines()
+        return f"{why} ({lines[0]})" if lines else why
+    if ready:
+        return "Ready describes the previous spec; the controller has not observed the latest one"
+    return "no conditions reported (is KServe's controller running?)"
+
+
+def wait_ready(
+    name: str, namespace: str = NAMESPACE, api: Any = None, timeout_s: float = 600, poll_s: float = 5
+) -> dict[str, Any]:
+    """Poll the InferenceService until its Ready condition is True for its current spec; returns its status
+    (`status["url"]` is the address clients call). DeployError on timeout names the last condition not yet True."""
+    from kubernetes.client.exceptions import ApiException
+
+    api = api or custom_objects_api()
+    where = {"group": GROUP, "version": VERSION, "namespace": namespace, "plural": PLURAL, "name": name}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with reaching(api):
+                current = api.get_namespaced_custom_object(**where)
+        except ApiException as error:
+            raise DeployError(f"reading InferenceService {namespace}/{name} failed: {api_error(error)}") from None
+        status = current.get("status") or {}
+        # Right after a replace the status still describes the previous spec until the controller catches up.
+        generation = current.get("metadata", {}).get("generation")
+        current_spec = generation is None or status.get("observedGeneration", generation) >= generation
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in _conditions(status))
+        if ready and current_spec:
+            return status
+        if time.monotonic() >= deadline:
+            raise DeployError(
+                f"InferenceService {namespace}/{name} not ready after {timeout_s:g} s: {_why(status, ready)}"
+            )
+        time.sleep(poll_s)
+
+
+def example_manifests() -> dict[str, dict[str, Any]]:
+    """The serving manifests committed under k8s/ (relative path -> object), for `kubectl apply`."""
+    return {
+        "serving/servingruntime.yaml": serving_runtime(),
+        "serving/inferenceservice.yaml": inference_service(
+            ServiceSpec(storage_uri="s3://musicops/models/musicgen/onnx")
+        ),
+    }
