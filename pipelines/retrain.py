@@ -158,7 +158,7 @@ def build(distributed: bool = False, resources: Resources | None = None, params:
         deploy_to_cluster: bool = True,
         job_kind: str = "trainjob",
         nodes: int = 2,
-        procs_per_node: int = 1,
+        procs_per_node: int = 0,  # 0: one process per GPU (one on CPU nodes)
         gpus_per_node: int = 1,
         workspace_pvc: str = "musicops-workspace",
     ) -> dsl.HTML:
