@@ -17,7 +17,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@# pyaudio (a dependency of tinysoundfont) compiles against PortAudio's headers.
-	@dpkg -s portaudio19-dev >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq portaudio19-dev >/dev/null; }
+	@# chromium: the web page's browser test drives it through Playwright (no browser download).
+	@dpkg -s portaudio19-dev chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq portaudio19-dev chromium >/dev/null; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing torch 2.13.0 (CPU) and the project into $(VENV) ..."
 	@# torch first, alone: with torch already present nothing else can pull a CUDA build.
