@@ -1,0 +1,105 @@
+"""The generation engine: batching of compatible requests, seeded requests alone and reproducible,
+streams whose chunks add up to the whole clip, cancellation freeing the worker, and a bounded queue."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from model.errors import ModelInputError
+from model.params import GenerationParams
+from serving.engine import EngineBusy, GenerationEngine, batch_key
+
+pytestmark = pytest.mark.integration
+
+
+def _run(engine_factory, body):
+    async def main():
+        engine = engine_factory()
+        engine.start()
+        try:
+            return await body(engine)
+        finally:
+            engine.stop()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.unit
+def test_only_unseeded_requests_with_equal_settings_share_a_batch():
+    base = GenerationParams(duration=1.0)
+    assert batch_key(base) == batch_key(GenerationParams(duration=1.0))
+    assert batch_key(base) != batch_key(GenerationParams(duration=2.0))
+    assert batch_key(GenerationParams(duration=1.0, seed=3)) is None
+    assert batch_key(GenerationParams(duration=1.0, num_beams=2)) is None
+
+
+def test_concurrent_requests_run_as_one_batch_and_each_gets_its_clip(micro):
+    params = GenerationParams(duration=0.6)
+
+    async def body(engine):
+        streams = [engine.submit(f"prompt {i}", params) for i in range(3)]
+        clips = await asyncio.gather(*(stream.audio() for stream in streams))
+        return streams, clips
+
+    streams, clips = _run(lambda: GenerationEngine(micro, batch_window_s=0.5), body)
+    assert [stream.stats.batch_size for stream in streams] == [3, 3, 3]
+    assert len({stream.stats.seed for stream in streams}) == 1
+    assert all(clip.shape == (round(0.6 * micro.sample_rate),) for clip in clips)
+    # Row i is prompt i of one batched generation with the seed the streams report.
+    same = micro.generate([f"prompt {i}" for i in range(3)], GenerationParams(duration=0.6, seed=streams[0].stats.seed))
+    np.testing.assert_allclose(np.stack(clips), same.audio, atol=1e-5)
+    for stream in streams:
+        assert 0 < stream.stats.first_chunk_s <= stream.stats.generation_s
+        assert stream.stats.audio_s == pytest.approx(0.6, abs=1e-3)
+
+
+def test_a_seeded_request_runs_alone_and_matches_the_generator(micro):
+    params = GenerationParams(duration=0.5, seed=11)
+
+    async def body(engine):
+        other = engine.submit("company", GenerationParams(duration=0.5))
+        seeded = engine.submit("seeded", params)
+        return await seeded.audio(), seeded.stats, await other.audio()
+
+    clip, stats, _ = _run(lambda: GenerationEngine(micro, batch_window_s=0.5), body)
+    assert stats.batch_size == 1 and stats.seed == 11
+    expected = micro.generate(["seeded"], params).audio[0]
+    np.testing.assert_allclose(clip, expected, atol=1e-5)
+
+
+def test_cancelling_the_only_stream_stops_its_generation(micro):
+    async def body(engine):
+        stream = engine.submit("long", GenerationParams(duration=15.0))
+        received = 0
+        async for chunk in stream:
+            received += chunk.size
+            stream.cancel()
+            break
+        for _ in range(200):  # the worker notices at its next decoding step
+            if engine.active == 0:
+                break
+            await asyncio.sleep(0.05)
+        follow = await engine.submit("next", GenerationParams(duration=0.3, seed=1)).audio()
+        return received, engine.active, follow, stream.stats
+
+    received, active, follow, stats = _run(lambda: GenerationEngine(micro), body)
+    assert received > 0 and active == 0
+    assert stats.audio_s < 15.0  # it stopped well before the end
+    assert follow.size == round(0.3 * micro.sample_rate)
+
+
+def test_a_full_queue_refuses_at_once_and_bad_parameters_are_named(micro):
+    async def body(engine):
+        first = engine.submit("busy", GenerationParams(duration=2.0, seed=1))
+        await asyncio.sleep(0.2)  # the worker takes it: the queue is empty again
+        queued = [engine.submit("wait", GenerationParams(duration=0.3, seed=i)) for i in range(2)]
+        with pytest.raises(EngineBusy, match="2 requests are waiting"):
+            engine.submit("one too many", GenerationParams(duration=0.3))
+        with pytest.raises(ModelInputError, match="guidance scale"):
+            engine.submit("bad", GenerationParams(guidance_scale=0.5))
+        for stream in [first, *queued]:
+            await stream.audio()
+        return engine.queued
+
+    assert _run(lambda: GenerationEngine(micro, max_queue=2), body) == 0
