@@ -1,0 +1,267 @@
+"""Where the front's audio comes from: a model in this process, or a remote KServe/Triton V2 endpoint.
+
+    backend = LocalBackend("artifacts/model")                  # GenerationEngine over load_generator(...)
+    backend = RemoteBackend("http://predictor:8080", "musicgen")  # the Open Inference Protocol over HTTP
+    await backend.start()
+    stream = await backend.stream("calm piano", GenerationParams(duration=4.0))
+    async for chunk in stream: ...                             # float32 mono chunks; stream.cancel() frees it
+    stream.stats                                               # seed, first_chunk_s, real_time_factor, ...
+    await backend.close()
+
+Both hand out the same kind of stream (an async iterator of float32 chunks with `cancel()` and `stats`), so the
+front does not care which one it talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from model.errors import ModelInputError
+from model.generator import BaseMusicGenerator, load_generator
+from model.params import GenerationParams
+from serving.engine import GenerationEngine, StreamStats
+
+SEED_LIMIT = 2**31  # a seed drawn here fits every client's integer type (JavaScript's included)
+
+
+class BackendError(RuntimeError):
+    """The model's server failed or could not be reached (the front answers 502); the message names it."""
+
+
+@runtime_checkable
+class GenerationStream(Protocol):
+    """One request's audio: async-iterate for float32 mono chunks; `cancel()` lets its generation go."""
+
+    sample_rate: int
+    stats: StreamStats
+
+    def __aiter__(self) -> AsyncIterator[np.ndarray]: ...
+
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the front needs from a model: streams of audio, readiness, and a clean shutdown."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def max_duration(self) -> float | None:
+        """The longest clip the model makes, in seconds (None: unknown here; the model checks)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stream(self, prompt: str, params: GenerationParams) -> GenerationStream:
+        """Start one generation; raises EngineBusy when full and ModelInputError for bad parameters."""
+        ...
+
+    async def ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalBackend:
+    """A GenerationEngine (dynamic batching, bounded queue, cancellation) over a generator in this process."""
+
+    def __init__(
+        self,
+        model: str | Path | BaseMusicGenerator,
+        backend: str = "torch",
+        *,
+        max_batch: int = 8,
+        max_queue: int = 32,
+        batch_window_s: float = 0.02,
+        chunk_frames: int = 10,
+        first_chunk_frames: int = 4,
+        **load_options: Any,
+    ) -> None:
+        """`model` is a model directory or preset name loaded with `load_generator(model, backend)`, or an
+        already loaded generator (tests share one between apps)."""
+        generator = model if isinstance(model, BaseMusicGenerator) else load_generator(model, backend, **load_options)
+        self.generator = generator
+        self.engine = GenerationEngine(
+            generator,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            batch_window_s=batch_window_s,
+            chunk_frames=chunk_frames,
+            first_chunk_frames=first_chunk_frames,
+        )
+        self._started = False
+
+    @property
+    def sample_rate(self) -> int:
+        return self.engine.sample_rate
+
+    @property
+    def max_duration(self) -> float | None:
+        return self.generator.card.max_duration_seconds
+
+    async def start(self) -> None:
+        self.engine.start()
+        self._started = True
+
+    async def stream(self, prompt: str, params: GenerationParams) -> GenerationStream:
+        return self.engine.submit(prompt, params)
+
+    async def ready(self) -> bool:
+        return self._started and not self.engine.stopping
+
+    async def close(self) -> None:
+        # stop() joins the worker thread, which finishes its current decoding step first.
+        await asyncio.to_thread(self.engine.stop)
+
+
+class RemoteStream:
+    """A whole clip fetched by one V2 inference call, handed out in chunks as if it were streamed."""
+
+    def __init__(self, request: asyncio.Task, sample_rate: int, seed: int, chunk_samples: int) -> None:
+        self._request = request
+        # A stream cancelled before anyone read it must not leave an unretrieved exception behind.
+        request.add_done_callback(lambda task: task.cancelled() or task.exception())
+        self.sample_rate = sample_rate
+        self.chunk_samples = chunk_samples
+        self.stats = StreamStats(seed=seed, batch_size=1)
+        self.submitted = time.perf_counter()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        # Closes the HTTP request; a V2 server has no way to hear it, so its generation may still finish.
+        self.cancelled = True
+        self._request.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[np.ndarray]:
+        audio, sample_rate = await self._request
+        now = time.perf_counter() - self.submitted
+        self.sample_rate = sample_rate
+        self.stats.first_chunk_s = self.stats.generation_s = now
+        for start in range(0, audio.size, self.chunk_samples):
+            if self.cancelled:
+                return
+            chunk = audio[start : start + self.chunk_samples]
+            self.stats.audio_s += chunk.size / sample_rate
+            yield chunk
+
+    async def audio(self) -> np.ndarray:
+        chunks = [chunk async for chunk in self]
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+class RemoteBackend:
+    """A KServe predictor or Triton serving the `musicgen` model, reached with `tritonclient.http.aio`.
+
+    V2 REST (the Open Inference Protocol) does not stream: each request waits for the whole clip and then hands
+    it out in `chunk_seconds` chunks, so first-chunk latency equals generation time. Random seeds are drawn here
+    and sent (the predictor's outputs carry no seed), so every answer names the seed that reproduces it.
+    Cancelling closes the HTTP request; the server finishes the generation it started.
+
+    Inputs: PROMPT BYTES [1], DURATION, GUIDANCE_SCALE, TEMPERATURE, TOP_P FP32 [1], TOP_K INT32 [1],
+    SEED INT64 [1]. Outputs: AUDIO FP32 [1, samples], SAMPLE_RATE INT32 [1].
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model_name: str = "musicgen",
+        *,
+        sample_rate: int | None = None,
+        max_duration: float | None = None,
+        chunk_seconds: float = 0.5,
+        timeout_s: float = 300.0,
+    ) -> None:
+        """`url` is http(s)://host:port or host:port. Without `sample_rate`, `start()` asks the model for the
+        shortest clip it makes and reads SAMPLE_RATE from the answer."""
+        scheme, _, address = url.rpartition("://")
+        if scheme not in ("", "http", "https"):
+            raise ValueError(f"RemoteBackend speaks V2 over HTTP: http:// or https://, got {url!r}")
+        self.address, self.ssl = address.rstrip("/"), scheme == "https"
+        self.model_name = model_name
+        self._sample_rate = sample_rate
+        self._max_duration = max_duration
+        self.chunk_seconds = chunk_seconds
+        self.timeout_s = timeout_s
+        self._client: Any = None
+
+    @property
+    def sample_rate(self) -> int:
+        if self._sample_rate is None:
+            raise RuntimeError("the remote sample rate is known after start()")
+        return self._sample_rate
+
+    @property
+    def max_duration(self) -> float | None:
+        return self._max_duration
+
+    async def start(self) -> None:
+        # Imported here: the aio client needs aiohttp and a running loop, and LocalBackend users need neither.
+        from tritonclient.http.aio import InferenceServerClient
+
+        if self._client is None:
+            self._client = InferenceServerClient(self.address, ssl=self.ssl, conn_timeout=self.timeout_s)
+        if self._sample_rate is None:
+            _, self._sample_rate = await self._infer("", GenerationParams(duration=0.02, seed=0))
+
+    async def stream(self, prompt: str, params: GenerationParams) -> GenerationStream:
+        if self._max_duration is not None:
+            params.check(self._max_duration)
+        seed = params.seed if params.seed is not None else random.randrange(SEED_LIMIT)
+        request = asyncio.create_task(self._infer(prompt, replace(params, seed=seed)))
+        chunk = max(1, round(self.chunk_seconds * self.sample_rate))
+        return RemoteStream(request, self.sample_rate, seed, chunk)
+
+    async def ready(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            return await self._client.is_server_ready() and await self._client.is_model_ready(self.model_name)
+        except Exception:  # a boundary: an unreachable server is simply not ready
+            return False
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _infer(self, prompt: str, params: GenerationParams) -> tuple[np.ndarray, int]:
+        import aiohttp
+        from tritonclient.http import InferInput, InferRequestedOutput
+        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+        values = {
+            "PROMPT": np.array([prompt.encode()], dtype=np.object_),
+            "DURATION": np.array([params.duration], dtype=np.float32),
+            "GUIDANCE_SCALE": np.array([params.guidance_scale], dtype=np.float32),
+            "TEMPERATURE": np.array([params.temperature], dtype=np.float32),
+            "TOP_K": np.array([params.top_k], dtype=np.int32),
+            "TOP_P": np.array([params.top_p], dtype=np.float32),
+            "SEED": np.array([-1 if params.seed is None else params.seed], dtype=np.int64),
+        }
+        inputs = []
+        for name, value in values.items():
+            tensor = InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        outputs = [InferRequestedOutput("AUDIO"), InferRequestedOutput("SAMPLE_RATE")]
+        try:
+            # KServe answers with the request id and needs it to be a string: tritonclient sends none by default.
+            result = await self._client.infer(self.model_name, inputs, outputs=outputs, request_id=uuid.uuid4().hex)
+        except InferenceServerException as error:
+            # 4xx: the server refused these parameters; anything else is the server's own failure.
+            kind = ModelInputError if str(error.status() or "").startswith("4") else BackendError
+            raise kind(f"{self.model_name} at {self.address}: {error.message()}") from None
+        except (OSError, aiohttp.ClientError, TimeoutError) as error:
+            raise BackendError(f"{self.model_name} at {self.address} is unreachable: {error}") from None
+        audio = result.as_numpy("AUDIO")
+        return np.asarray(audio[0], dtype=np.float32), int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0])

@@ -1,0 +1,76 @@
+"""The front's Prometheus metrics, in a registry of each app's own so several apps can live in one process."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.admission import Admission
+
+
+class FrontMetrics:
+    """Requests by route and status, latency, first-chunk latency, real-time factor, active and queued streams."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "musicops_front_requests",
+            "Requests by route and HTTP status (WebSocket: its close code).",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "musicops_front_request_seconds",
+            "Request duration, to the last byte of the response or stream.",
+            ["route"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        self.first_chunk = Histogram(
+            "musicops_front_first_chunk_seconds",
+            "From a request's arrival to its first audio chunk.",
+            ["route"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.real_time_factor = Histogram(
+            "musicops_front_real_time_factor",
+            "Seconds of audio per second of generation (above 1: faster than real time).",
+            ["route"],
+            buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        # Read from the admission when scraped, so the gauges cannot drift from the truth.
+        active = Gauge("musicops_front_active_streams", "Generations holding a slot now.", registry=self.registry)
+        active.set_function(lambda: admission.active)
+        queued = Gauge("musicops_front_queued_requests", "Requests waiting for a slot.", registry=self.registry)
+        queued.set_function(lambda: admission.waiting)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route's template (a raw path would make labels unbounded)."""
+
+    def __init__(self, app: ASGIApp, metrics: FrontMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # WebSocket routes count themselves, by close code
+            await self.app(scope, receive, send)
+            return
+        status, started = 500, time.perf_counter()
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            # FastAPI names only its API routes in the scope; the rest (static files, /docs, 404s) share a label.
+            route = getattr(scope.get("route"), "path", None) or "other"
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
