@@ -11,7 +11,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install demo test test-slow lint bench lock clean
+.PHONY: install demo serve test test-slow lint bench lock clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	@$(BIN)/musicops demo
+
+# The web page and streaming API on http://127.0.0.1:8000/, the KServe predictor on :8080 (gRPC :8081).
+serve: install
+	@$(BIN)/musicops serve
 
 test: install
 	@$(BIN)/ruff check .

@@ -267,9 +267,25 @@ class MusicGenerator(BaseMusicGenerator):
         return audio[:, 0].float().numpy()
 
 
-def load_generator(source: str | Path, backend: str = "torch", **options: Any) -> BaseMusicGenerator:
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def resolve_backend(source: str | Path, backend: str = "auto") -> str:
+    """The backend for `source`: "auto" is onnx for an export folder (it holds .onnx graphs), else torch.
+
+    A deployed model directory may be either (the ServingRuntime passes no backend), so "auto" finds out."""
+    if backend not in BACKENDS:
+        raise ModelInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    return "onnx" if any(Path(source).glob("*.onnx")) else "torch"
+
+
+def load_generator(source: str | Path, backend: str = "auto", **options: Any) -> BaseMusicGenerator:
     """A generator over `source` with the named backend: "torch" (a model directory or preset name;
-    options: text_encoder, dtype) or "onnx" (the export stage's folder; options: runner, providers, threads)."""
+    options: text_encoder, dtype), "onnx" (the export stage's folder; options: runner, providers, threads),
+    or "auto" (onnx for an export folder, torch otherwise)."""
+    backend = resolve_backend(source, backend)
     if backend == "torch":
         return MusicGenerator.load(source, **options)
     if backend == "onnx":

@@ -187,6 +187,41 @@ def promote(
 
 
 @app.command()
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model directory, ONNX export or preset (default: artifacts/promoted or artifacts/model).",
+        ),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="auto (onnx for an export folder), torch or onnx.")] = "auto",
+    port: Annotated[int, typer.Option(help="The front's port: the web page and the streaming API.")] = 8000,
+    predictor_port: Annotated[int, typer.Option(help="The KServe predictor's HTTP port (V1 and V2).")] = 8080,
+    grpc_port: Annotated[int, typer.Option(help="The KServe predictor's gRPC port (V2).")] = 8081,
+    predictor: Annotated[bool, typer.Option(help="Also start the KServe predictor.")] = True,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="MUSICOPS_API_KEY", help="Require this key on the front's API.")
+    ] = None,
+) -> None:
+    """Serve a model here: the web page and streaming API (front) and the KServe predictor, on 127.0.0.1."""
+    from serving.local import FALLBACK_PRESET, default_model, serve_locally
+
+    source = model or default_model()
+    if source == FALLBACK_PRESET and model is None:
+        typer.secho(
+            "no trained model in artifacts/: serving the tiny preset with random weights (run `make demo` first)",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    try:
+        serve_locally(source, backend, port, (predictor_port, grpc_port) if predictor else None, api_key, typer.echo)
+    except (OSError, RuntimeError, TimeoutError) as error:
+        raise fail(str(error).splitlines()[0]) from None
+
+
+@app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option(help="Where the demo writes its loss plot.")] = Path("artifacts/demo"),
 ) -> None:

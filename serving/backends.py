@@ -78,7 +78,7 @@ class LocalBackend:
     def __init__(
         self,
         model: str | Path | BaseMusicGenerator,
-        backend: str = "torch",
+        backend: str = "auto",
         *,
         max_batch: int = 8,
         max_queue: int = 32,

@@ -38,9 +38,11 @@ def free_port() -> int:
 class PredictorProcess:
     """`python -m serving.predictor` on free ports, its output in a log file; `stop()` sends SIGTERM."""
 
-    def __init__(self, model_dir: str | Path, backend: str = "auto", **options: Any) -> None:
-        """`options` become `--name=value` flags (max_batch, max_queue, model_name...)."""
-        self.http_port, self.grpc_port = free_port(), free_port()
+    def __init__(
+        self, model_dir: str | Path, backend: str = "auto", http_port: int = 0, grpc_port: int = 0, **options: Any
+    ) -> None:
+        """`options` become `--name=value` flags (max_batch, max_queue, model_name...); port 0: a free one."""
+        self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
         self.http_url, self.grpc_url = f"http://{HOST}:{self.http_port}", f"{HOST}:{self.grpc_port}"
         flags = {"model_dir": model_dir, "backend": backend, "host": HOST, **options}
         flags.update(http_port=self.http_port, grpc_port=self.grpc_port)

@@ -56,13 +56,12 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 from kserve.protocol.rest.server import RESTServer
 
 from model.errors import ModelInputError, first_line
-from model.generator import load_generator
+from model.generator import BACKENDS, load_generator, resolve_backend
 from model.params import GenerationParams
 from serving.engine import AudioStream, EngineBusy, EngineStopped, GenerationEngine
 from serving.launch import READY_LINE
 
 MODEL_NAME = "musicgen"
-BACKENDS = ("auto", "torch", "onnx")
 RETRY_AFTER_S = 1
 # A batch of 8 clips of 30 s at 32 kHz in FP32 is 31 MB; KServe's default gRPC limit is 8 MB.
 GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -104,18 +103,6 @@ class ServiceUnavailable(Unavailable):
 async def service_unavailable_handler(_: Request, error: ServiceUnavailable) -> JSONResponse:
     headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(status_code=503, content={"error": str(error)}, headers=headers)
-
-
-def resolve_backend(model_dir: str | Path, backend: str = "auto") -> str:
-    """The backend for `model_dir`: onnx for an export folder (it holds .onnx graphs), else torch.
-
-    The ServingRuntime passes no backend and the deploy step serves the ONNX export, so "auto" must find it.
-    """
-    if backend not in BACKENDS:
-        raise ModelInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "auto":
-        return backend
-    return "onnx" if any(Path(model_dir).glob("*.onnx")) else "torch"
 
 
 def param_value(name: str, value: Any, where: str) -> int | float | None:

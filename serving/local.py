@@ -1,0 +1,68 @@
+"""`musicops serve`: the KServe predictor and the front with its web page on this machine, in one command.
+
+The predictor runs as a subprocess (KServe's ModelServer wants the main thread of its own process); the front
+runs here with its own in-process engine, so the page streams for real (KServe's V2 REST does not stream).
+Both listen on 127.0.0.1 and stop together on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+# What `musicops serve` serves when no model is named: the model the gate promoted, else the last trained one.
+DEFAULT_MODELS = (Path("artifacts/promoted"), Path("artifacts/model"))
+FALLBACK_PRESET = "tiny"
+
+
+def default_model() -> str:
+    """The first default model folder that holds a model, else the tiny preset (random weights)."""
+    for folder in DEFAULT_MODELS:
+        if (folder / "config.json").is_file():
+            return str(folder)
+    return FALLBACK_PRESET
+
+
+def serve_locally(
+    model: str,
+    backend: str = "auto",
+    port: int = 8000,
+    predictor_ports: tuple[int, int] | None = (8080, 8081),
+    api_key: str | None = None,
+    echo: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve until `stop` is set, Ctrl-C or SIGTERM. `predictor_ports` None: the front alone."""
+    from serving.backends import LocalBackend
+    from serving.front import FrontSettings, create_app, serve_in_thread
+    from serving.launch import PredictorProcess
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with ExitStack() as stack:
+        predictor = None
+        if predictor_ports is not None:
+            predictor = PredictorProcess(model, backend, http_port=predictor_ports[0], grpc_port=predictor_ports[1])
+            stack.callback(predictor.cleanup)
+            stack.callback(predictor.stop)
+        app = create_app(LocalBackend(model, backend), FrontSettings(api_key=api_key))
+        url = stack.enter_context(serve_in_thread(app, port=port))
+        if predictor is not None:
+            predictor.wait_ready()
+        echo(f"model      {model}")
+        echo(f"page       {url}/")
+        echo(f"API docs   {url}/docs  (REST, SSE /v1/generate/stream, WebSocket /v1/stream; metrics at /metrics)")
+        if predictor is not None:
+            echo(f"predictor  {predictor.http_url}/v1/models/musicgen:predict (V1), {predictor.http_url}/v2 (V2)")
+            echo(f"gRPC       {predictor.grpc_url} (V2; tritonclient.grpc)")
+        echo("Ctrl-C stops both.")
+        try:
+            while not stop.wait(0.5):
+                if predictor is not None and predictor.process.poll() is not None:
+                    raise RuntimeError(f"the predictor stopped:\n{predictor.log()[-2000:]}")
+        except KeyboardInterrupt:
+            pass
