@@ -52,7 +52,7 @@ def configure(
     import json
     from collections import namedtuple
 
-    from components.params import SECTIONS, with_overrides
+    from components.params import with_overrides
 
     overrides = {
         "codec.preset": preset,
@@ -66,8 +66,9 @@ def configure(
         key: value for key, value in overrides.items() if value != "" and not (isinstance(value, float) and value < 0)
     }
     document = with_overrides(json.loads(params), kept)
-    sections = namedtuple("Sections", list(SECTIONS))
-    return sections(**{name: json.dumps(document.get(name) or {}) for name in SECTIONS})
+    # The stages' sections (monitor is read by the serving side, not by a step).
+    names = ("data", "validate", "augment", "codec", "tokenize", "train", "evaluate", "triton", "export")
+    return namedtuple("Sections", names)(*(json.dumps(document.get(name) or {}) for name in names))
 
 
 @component

@@ -270,6 +270,36 @@ class TritonSettings:
             raise ParamsError(f"triton.model_name {self.model_name!r} is taken by one of the ONNX models")
 
 
+@dataclass(frozen=True)
+class MonitorParams:
+    """Monitoring (monitoring/): the request log, the drift check's thresholds and the retraining it starts."""
+
+    log_dir: str = "artifacts/monitoring/requests"  # the request log (Parquet part files)
+    reference: str = "artifacts/evaluation"  # the evaluation whose held-out prompts and samples are the reference
+    workspace: str = "artifacts/monitoring/workspace"  # the Evidently workspace the dashboard shows
+    window: str = "1h"  # the traffic a check or report compares with the reference
+    min_rows: int = 30  # fewer requests in the window: no verdict
+    max_drift_share: float = 0.5  # share of drifted features that raises the alarm
+    max_fad_ratio: float | None = 2.0  # window FAD at most this times the evaluation's (the same embedder)
+    cooldown: str = "24h"  # after a retraining starts, the same alarm does not start another
+    retrain: str = "dvc"  # dvc (`dvc repro` here) or kfp (`musicops pipeline submit` to kfp_host)
+    kfp_host: str | None = None
+    flush_rows: int = 32  # the logger writes a part file every flush_rows rows or flush_seconds
+    flush_seconds: float = 5.0
+
+    def check(self) -> None:
+        if not 0 < self.max_drift_share <= 1:
+            raise ParamsError(f"monitor.max_drift_share must be in (0, 1], got {self.max_drift_share}")
+        if self.max_fad_ratio is not None and self.max_fad_ratio <= 0:
+            raise ParamsError(f"monitor.max_fad_ratio must be positive or null, got {self.max_fad_ratio}")
+        if self.retrain not in ("dvc", "kfp"):
+            raise ParamsError(f"monitor.retrain must be dvc or kfp, got {self.retrain!r}")
+        if self.retrain == "kfp" and not self.kfp_host:
+            raise ParamsError("monitor.retrain is kfp: set monitor.kfp_host to the Kubeflow Pipelines API")
+        if self.min_rows < 1 or self.flush_rows < 1 or self.flush_seconds <= 0:
+            raise ParamsError("monitor.min_rows, monitor.flush_rows and monitor.flush_seconds must be positive")
+
+
 SECTIONS = {
     "data": DataParams,
     "validate": ValidateParams,
@@ -280,6 +310,7 @@ SECTIONS = {
     "evaluate": EvaluateParams,
     "triton": TritonSettings,
     "export": ExportParams,
+    "monitor": MonitorParams,
 }
 
 
