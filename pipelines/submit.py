@@ -40,10 +40,14 @@ def check_host(host: str, timeout_s: float = 5.0) -> None:
 
 
 def _client(host: str, namespace: str | None):
+    import warnings
+
     import kfp
 
     check_host(host)
-    return kfp.Client(host=host, namespace=namespace or "kubeflow")
+    with warnings.catch_warnings():  # "only works with Kubeflow Pipelines v2.0.0-beta.2 and later": said in README
+        warnings.simplefilter("ignore", FutureWarning)
+        return kfp.Client(host=host, namespace=namespace or "kubeflow")
 
 
 def _experiment_id(client: Any, name: str, namespace: str | None) -> str:
