@@ -31,6 +31,7 @@ from evidently.core.metric_types import SingleValue, SingleValueCalculation, Sin
 from model.embedders import MelEmbedder
 from model.frechet import GaussianStats, frechet_distance, gaussian_stats
 from model.music_features import key_score, parse_key, tempo_matches
+from monitoring.features import frames_from_bytes
 
 if TYPE_CHECKING:
     from evidently.core.report import Context
@@ -51,20 +52,11 @@ QUALITY_LABELS = {
 }
 
 
-def decode_mel_frames(blob: bytes) -> np.ndarray:
-    """One request's logged mel frames: float16 bytes -> [frames, 64] float32."""
-    values = np.frombuffer(blob, dtype=np.float16)
-    if values.size % MEL_DIM:
-        raise ValueError(f"mel_frames holds {values.size} values, not a whole number of {MEL_DIM}-d frames")
-    return values.reshape(-1, MEL_DIM).astype(np.float32)
-
-
 def window_frames(rows: pd.DataFrame) -> np.ndarray:
-    """The window's mel frames stacked [n, 64]; requests logged without frames (null or empty) are skipped."""
-    blobs = [blob for blob in rows["mel_frames"] if isinstance(blob, bytes | bytearray) and len(blob)]
-    if not blobs:
-        return np.empty((0, MEL_DIM), dtype=np.float32)
-    return np.concatenate([decode_mel_frames(bytes(blob)) for blob in blobs])
+    """The window's mel frames stacked [n, 64] float32; requests logged without frames (null) add none."""
+    return np.concatenate(
+        [np.zeros((0, MEL_DIM), np.float32)] + [frames_from_bytes(b, MEL_DIM) for b in rows["mel_frames"]]
+    )
 
 
 def window_fad(current_rows: pd.DataFrame, reference_stats: GaussianStats) -> float:

@@ -7,7 +7,7 @@
     frame = read_log("artifacts/monitoring/requests", since="2026-11-23T10:00Z")
 
 Calling the logger only puts the front's record on a bounded queue, so serving never waits for feature
-extraction (about 0.3 s per 10 s clip); when the queue is full the record is dropped and counted, never waited
+extraction (0.3-0.5 s per 10 s clip); when the queue is full the record is dropped and counted, never waited
 for. One worker thread turns records into rows and, every `flush_rows` rows or `flush_seconds` after the first
 unwritten row, writes them as one part file: to a hidden temporary name first, fsynced, then renamed into
 place as `part-<UTC time>-<pid>-<seq>.parquet`. A crash therefore loses at most the rows not yet flushed, and
@@ -183,6 +183,17 @@ class RequestLogger:
         self._worker.join(timeout)
         if self._worker.is_alive():
             log.warning("the request log worker did not finish within %s s; unwritten rows are lost", timeout)
+            return
+        # Whatever a racing caller queued behind the stop: count the records, release any flush() waiting.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Flush):
+                item.done.set()
+            elif item is not _STOP:
+                self._drop("the request log is closed")
 
     def __enter__(self) -> RequestLogger:
         return self
@@ -209,8 +220,12 @@ class RequestLogger:
                 item = None
             record = item is not None and item is not _STOP and not isinstance(item, _Flush)
             if record:
-                self._batch.append(self._row(item))
-                deadline = deadline if deadline is not None else time.monotonic() + self.flush_seconds
+                try:
+                    self._batch.append(self._row(item))
+                    deadline = deadline if deadline is not None else time.monotonic() + self.flush_seconds
+                except Exception:  # a boundary: a malformed record costs its row, never the worker
+                    log.exception("cannot log a malformed request record")
+                    self._drop("a malformed request record")
             # The clock is checked after every row too: under steady traffic the queue is never empty, and the
             # time limit must hold all the same.
             due = deadline is not None and time.monotonic() >= deadline
@@ -327,9 +342,9 @@ def read_log(
         return frame[columns] if columns else frame
     expression = None
     if since is not None:
-        expression = ds.field("time") >= _timestamp(since).to_pydatetime()
+        expression = ds.field("time") >= _timestamp(since).to_pydatetime(warn=False)
     if until is not None:
-        before = ds.field("time") < _timestamp(until).to_pydatetime()
+        before = ds.field("time") < _timestamp(until).to_pydatetime(warn=False)
         expression = before if expression is None else expression & before
     dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
     frame = dataset.to_table(columns=columns, filter=expression).to_pandas()

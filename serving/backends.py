@@ -83,7 +83,7 @@ class LocalBackend:
         max_batch: int = 8,
         max_queue: int = 32,
         batch_window_s: float = 0.02,
-        chunk_frames: int = 10,
+        chunk_frames: int = 25,  # 0.5 s: each chunk re-decodes the codec's left context; small chunks cost speed
         first_chunk_frames: int = 4,
         **load_options: Any,
     ) -> None:

@@ -75,7 +75,7 @@ TIMING_HEADERS = [
 class FrontSettings:
     """The front's limits and switches; the model's own limits (e.g. its longest clip) apply too."""
 
-    max_concurrent_streams: int = 4  # generations at once (the engine batches compatible ones together)
+    max_concurrent_streams: int = 8  # generations at once: the engine's batch (compatible ones decode together)
     max_queue: int = 16  # requests waiting for a slot; one more is refused with 429
     retry_after_s: int = 2
     api_key: str | None = None  # None: no authentication
@@ -389,7 +389,7 @@ def main() -> None:
         port: Annotated[int, typer.Option(help="0 picks a free port.")] = 8000,
         api_key: Annotated[str | None, typer.Option(envvar="MUSICOPS_API_KEY", help="Require this key.")] = None,
         cors_origin: Annotated[list[str] | None, typer.Option(help="An origin allowed to call; repeatable.")] = None,
-        max_concurrent_streams: Annotated[int, typer.Option()] = 4,
+        max_concurrent_streams: Annotated[int, typer.Option()] = 8,
         max_queue: Annotated[int, typer.Option()] = 16,
     ) -> None:
         """Serve the musicops front: the web page, the REST and streaming API, /metrics."""
