@@ -204,9 +204,13 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option(envvar="MUSICOPS_API_KEY", help="Require this key on the front's API.")
     ] = None,
+    log: Annotated[bool, typer.Option(help="Log every request for monitoring.")] = True,
+    log_dir: Annotated[Path | None, typer.Option(help="The request log. Default: params.yaml monitor.log_dir.")] = None,
 ) -> None:
     """Serve a model here: the web page and streaming API (front) and the KServe predictor, on 127.0.0.1."""
-    from serving.local import FALLBACK_PRESET, default_model, serve_locally
+    from components.params import ParamsError, load_section
+    from monitoring.reference import DEFAULT_REFERENCE_DIR
+    from serving.local import FALLBACK_PRESET, default_model, request_logger, serve_locally
 
     source = model or default_model()
     if source == FALLBACK_PRESET and model is None:
@@ -216,8 +220,15 @@ def serve(
             fg=typer.colors.YELLOW,
         )
     try:
-        serve_locally(source, backend, port, (predictor_port, grpc_port) if predictor else None, api_key, typer.echo)
-    except (OSError, RuntimeError, TimeoutError) as error:
+        settings = load_section("params.yaml", "monitor") if Path("params.yaml").is_file() else None
+        logger = None
+        if log:
+            log_dir = log_dir or Path(settings.log_dir if settings else "artifacts/monitoring/requests")
+            evaluation = Path(settings.reference if settings else "artifacts/evaluation")
+            logger = request_logger(source, log_dir, evaluation, DEFAULT_REFERENCE_DIR, typer.echo)
+        ports = (predictor_port, grpc_port) if predictor else None
+        serve_locally(source, backend, port, ports, api_key, typer.echo, request_log=logger)
+    except (OSError, RuntimeError, TimeoutError, ParamsError) as error:
         raise fail(str(error).splitlines()[0]) from None
 
 

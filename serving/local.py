@@ -26,6 +26,20 @@ def default_model() -> str:
     return FALLBACK_PRESET
 
 
+def request_logger(model: str, log_dir: Path, evaluation_dir: Path, reference_dir: Path, echo: Callable[[str], None]):
+    """The monitoring log every request goes to. Prompt embeddings need the reference's projection: it is built
+    from the evaluation when missing; without an evaluation (or for a preset) the log has no embeddings."""
+    from monitoring.reference import PROJECTION_FILE, build_reference
+    from monitoring.request_log import RequestLogger
+
+    if not (reference_dir / PROJECTION_FILE).is_file() and (evaluation_dir / "per_prompt.csv").is_file():
+        echo(f"building the monitoring reference from {evaluation_dir} ...")
+        build_reference(evaluation_dir, model, reference_dir)
+    if (reference_dir / PROJECTION_FILE).is_file() and Path(model).is_dir():
+        return RequestLogger.from_reference(log_dir, reference_dir, model)
+    return RequestLogger(log_dir)
+
+
 def serve_locally(
     model: str,
     backend: str = "auto",
@@ -34,8 +48,10 @@ def serve_locally(
     api_key: str | None = None,
     echo: Callable[[str], None] = print,
     stop: threading.Event | None = None,
+    request_log: Callable[[dict], None] | None = None,
 ) -> None:
-    """Serve until `stop` is set, Ctrl-C or SIGTERM. `predictor_ports` None: the front alone."""
+    """Serve until `stop` is set, Ctrl-C or SIGTERM. `predictor_ports` None: the front alone. `request_log`
+    gets every generation the front serves (monitoring's RequestLogger; closed here on the way out)."""
     from serving.backends import LocalBackend
     from serving.front import FrontSettings, create_app, serve_in_thread
     from serving.launch import PredictorProcess
@@ -49,7 +65,9 @@ def serve_locally(
             predictor = PredictorProcess(model, backend, http_port=predictor_ports[0], grpc_port=predictor_ports[1])
             stack.callback(predictor.cleanup)
             stack.callback(predictor.stop)
-        app = create_app(LocalBackend(model, backend), FrontSettings(api_key=api_key))
+        if request_log is not None and hasattr(request_log, "close"):
+            stack.callback(request_log.close)  # after the front stops: its last requests are written
+        app = create_app(LocalBackend(model, backend), FrontSettings(api_key=api_key, request_log=request_log))
         url = stack.enter_context(serve_in_thread(app, port=port))
         if predictor is not None:
             predictor.wait_ready()
@@ -59,6 +77,8 @@ def serve_locally(
         if predictor is not None:
             echo(f"predictor  {predictor.http_url}/v1/models/musicgen:predict (V1), {predictor.http_url}/v2 (V2)")
             echo(f"gRPC       {predictor.grpc_url} (V2; tritonclient.grpc)")
+        if request_log is not None:
+            echo(f"request log {getattr(request_log, 'log_dir', '')}  (`musicops monitor report`)")
         echo("Ctrl-C stops both.")
         try:
             while not stop.wait(0.5):

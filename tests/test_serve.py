@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from model.params import GenerationParams
+from monitoring.request_log import read_log
 from serving.backends import RemoteBackend
 from serving.launch import free_port, start_predictor
 
@@ -32,10 +33,10 @@ def _wait_for_line(process: subprocess.Popen, prefix: str, timeout_s: float = 18
     raise AssertionError(f"no {prefix!r} line; output so far:\n" + "\n".join(lines))
 
 
-def test_musicops_serve_starts_page_front_and_predictor_and_stops_both(micro_dir):
+def test_musicops_serve_starts_page_front_and_predictor_and_stops_both(micro_dir, tmp_path):
     ports = [free_port() for _ in range(3)]
     command = [sys.executable, "-m", "musicops.cli", "serve", "--model", str(micro_dir), "--port", str(ports[0])]
-    command += ["--predictor-port", str(ports[1]), "--grpc-port", str(ports[2])]
+    command += ["--predictor-port", str(ports[1]), "--grpc-port", str(ports[2]), "--log-dir", str(tmp_path / "log")]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = _wait_for_line(process, "Ctrl-C")
@@ -52,6 +53,8 @@ def test_musicops_serve_starts_page_front_and_predictor_and_stops_both(micro_dir
     for port in ports[:2]:  # nothing listens any more
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    logged = read_log(tmp_path / "log")  # the request went to monitoring's log, flushed on the way out
+    assert list(logged["prompt"]) == ["x"] and logged["route"].iloc[0] == "/v1/generate"
 
 
 def test_the_remote_backend_streams_what_the_real_predictor_generates(micro_dir):
