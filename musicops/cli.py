@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from monitoring.cli import app as monitor_app
 from pipelines.cli import app as pipeline_app
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(monitor_app, name="monitor")
 
 ModelOption = Annotated[
     str,

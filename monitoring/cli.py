@@ -1,0 +1,254 @@
+"""`musicops monitor ...`: a drift report of recent traffic, the Evidently dashboard, and the drift check that
+starts retraining (exit 1 on drift, so a CronJob or a shell can act on it).
+
+Defaults come from params.yaml's `monitor:` section. The reference is the folder monitoring.reference builds from
+the evaluation (`monitor.reference`) and the model (artifacts/model); it is built on first use. Evidently loads
+only when a command runs, so `musicops --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import yaml
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from monitoring.quality import FadReference
+
+app = typer.Typer(
+    help="Watch served traffic: drift reports, the Evidently dashboard, and the drift check that starts retraining.",
+    no_args_is_help=True,
+)
+
+# monitor: in params.yaml, as components/params.py's MonitorParams defines it (monitoring cannot import it).
+DEFAULTS: dict[str, Any] = {
+    "log_dir": "artifacts/monitoring/requests",
+    "reference": "artifacts/evaluation",
+    "workspace": "artifacts/monitoring/workspace",
+    "window": "1h",
+    "min_rows": 30,
+    "max_drift_share": 0.5,
+    "max_fad_ratio": 2.0,
+    "cooldown": "24h",
+    "retrain": "dvc",
+    "kfp_host": None,
+}
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="The params document (its monitor: section).")]
+WindowOption = Annotated[
+    str | None, typer.Option("--window", "-w", help="Traffic to compare, e.g. 30m, 1h, 2d. Default: monitor.window.")
+]
+LogOption = Annotated[Path | None, typer.Option("--log-dir", help="The request log. Default: monitor.log_dir.")]
+ReferenceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--reference-dir",
+        help="The built reference (reference.parquet, mel statistics). Default: artifacts/monitoring/reference, "
+        "built from monitor.reference's evaluation when missing.",
+    ),
+]
+ModelOption = Annotated[
+    Path, typer.Option("--model", help="The evaluated model, to embed the reference prompts when building it.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(2)
+
+
+def _settings(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise _fail(f"no params file {path} (run from the repository root, or pass --params)")
+    document = yaml.safe_load(path.read_text()) or {}
+    section = document.get("monitor") or {}
+    unknown = set(section) - set(DEFAULTS) - {"flush_rows", "flush_seconds"}  # the logger's, not the check's
+    if unknown:
+        raise _fail(f"unknown monitor settings in {path}: {sorted(unknown)}")
+    settings = {**DEFAULTS, **section}
+    if not 0 < float(settings["max_drift_share"]) <= 1:
+        raise _fail(f"monitor.max_drift_share must be in (0, 1], got {settings['max_drift_share']}")
+    if settings["retrain"] not in ("dvc", "kfp"):
+        raise _fail(f"monitor.retrain must be dvc or kfp, got {settings['retrain']!r}")
+    if settings["retrain"] == "kfp" and not settings["kfp_host"]:
+        raise _fail("monitor.retrain is kfp: set monitor.kfp_host to the Kubeflow Pipelines API")
+    return settings
+
+
+def _span(text: str) -> timedelta:
+    from monitoring.trigger import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+
+
+def _reference(settings: dict[str, Any], reference_dir: Path | None, model: Path) -> tuple[pd.DataFrame, Path]:
+    """The reference rows and their folder, building the folder from the evaluation when it is missing."""
+    from model.errors import ModelInputError
+    from monitoring.reference import DEFAULT_REFERENCE_DIR, REFERENCE_FILE, build_reference, read_reference
+
+    folder = reference_dir or DEFAULT_REFERENCE_DIR
+    if not (folder / REFERENCE_FILE).is_file():
+        evaluation = Path(settings["reference"])
+        if not (evaluation / "per_prompt.csv").is_file():
+            raise _fail(
+                f"no reference in {folder}, and no evaluation in {evaluation} to build it from: "
+                "run the evaluate stage first (`dvc repro evaluate`)"
+            )
+        typer.echo(f"building the reference in {folder} from {evaluation} and {model} (once)", err=True)
+        try:
+            build_reference(evaluation, model, folder)
+        except ModelInputError as error:
+            raise _fail(str(error)) from None
+    return read_reference(folder), folder
+
+
+def _fad(folder: Path) -> FadReference | None:
+    from model.errors import ModelInputError
+    from monitoring.quality import FadReference
+
+    try:
+        return FadReference.load(folder)
+    except ModelInputError:
+        return None  # the evaluation ran without the mel embedder: no FAD to compare with
+
+
+@app.command()
+def report(
+    window: WindowOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html and report.json.")] = Path(
+        "artifacts/monitoring/report"
+    ),
+    params: ParamsOption = Path("params.yaml"),
+    log_dir: LogOption = None,
+    reference_dir: ReferenceOption = None,
+    model: ModelOption = Path("artifacts/model"),
+) -> None:
+    """Compare the last window of served traffic with the reference: an Evidently report (HTML + JSON)."""
+    settings = _settings(params)
+    span = _span(window or settings["window"])
+    log = log_dir or Path(settings["log_dir"])
+    reference, folder = _reference(settings, reference_dir, model)
+
+    from monitoring.drift import drift_report
+    from monitoring.quality import window_quality
+    from monitoring.trigger import read_window
+
+    now = datetime.now(UTC)
+    try:
+        current = read_window(log, now - span, now)
+    except FileNotFoundError as error:
+        raise _fail(str(error)) from None
+    if current.empty:
+        raise _fail(f"no requests in the last {window or settings['window']} in {log}: nothing to compare")
+    quality = window_quality(current, _fad(folder))
+    result = drift_report(current, reference, quality=quality, drift_share=float(settings["max_drift_share"]))
+    html, data = result.save(out)
+    typer.echo(f"report: {html} ({data})")
+    compared = len(result.features)
+    drifted = ", ".join(result.drifted) or "none"
+    typer.echo(f"{len(current)} requests; drifted features ({len(result.drifted)} of {compared}): {drifted}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port of the dashboard on 127.0.0.1.")] = 8001,
+    window: WindowOption = None,
+    sync: Annotated[bool, typer.Option(help="Add the windows not on the dashboard yet before serving.")] = True,
+    params: ParamsOption = Path("params.yaml"),
+    log_dir: LogOption = None,
+    reference_dir: ReferenceOption = None,
+    model: ModelOption = Path("artifacts/model"),
+) -> None:
+    """Serve the Evidently dashboard (drift share, window FAD, adherence and the main features over time)."""
+    settings = _settings(params)
+    workspace = Path(settings["workspace"])
+    if sync:
+        span = _span(window or settings["window"])
+        reference, folder = _reference(settings, reference_dir, model)
+
+        from monitoring.dashboard import sync_windows
+
+        log = log_dir or Path(settings["log_dir"])
+        try:
+            added, skipped = sync_windows(
+                workspace, log, reference, span, min_rows=int(settings["min_rows"]), fad=_fad(folder)
+            )
+        except FileNotFoundError as error:
+            typer.secho(f"warning: {error}", err=True, fg=typer.colors.YELLOW)
+        else:
+            note = f"; {skipped} with fewer than {settings['min_rows']} requests left out" if skipped else ""
+            typer.echo(f"{len(added)} window(s) added to {workspace}{note}")
+
+    from monitoring.dashboard import open_project, serve_ui
+
+    open_project(workspace)  # the project and its panels exist even before any traffic
+    try:
+        server = serve_ui(workspace, port=port)
+    except RuntimeError as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"dashboard: {server.url} (Ctrl-C to stop)")
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@app.command()
+def check(
+    window: WindowOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what retraining would run; start nothing.")] = False,
+    state: Annotated[
+        Path | None,
+        typer.Option(help="The cool-down state file. Default: trigger_state.json beside the request log."),
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    log_dir: LogOption = None,
+    reference_dir: ReferenceOption = None,
+    model: ModelOption = Path("artifacts/model"),
+) -> None:
+    """Check the last window for drift; on drift start retraining (once per cool-down). Exit 1 on drift."""
+    settings = _settings(params)
+    span = _span(window or settings["window"])
+    cooldown = _span(settings["cooldown"])
+    log = log_dir or Path(settings["log_dir"])
+    reference, folder = _reference(settings, reference_dir, model)
+
+    from monitoring.trigger import check as run_check
+    from monitoring.trigger import start_retraining
+
+    state_file = state or log.parent / "trigger_state.json"
+
+    def launch(kind: str, host: str | None) -> str:
+        return start_retraining(kind, host, log_file=state_file.parent / "retrain.log")
+
+    max_fad_ratio = settings["max_fad_ratio"]
+    try:
+        result = run_check(
+            log,
+            reference,
+            window=span,
+            min_rows=int(settings["min_rows"]),
+            max_drift_share=float(settings["max_drift_share"]),
+            fad_reference=_fad(folder),
+            max_fad_ratio=float(max_fad_ratio) if max_fad_ratio is not None else None,
+            state_file=state_file,
+            cooldown=cooldown,
+            retrain=settings["retrain"],
+            kfp_host=settings["kfp_host"],
+            dry_run=dry_run,
+            launcher=launch,
+        )
+    except FileNotFoundError as error:
+        raise _fail(str(error)) from None
+    typer.echo(result.line())
+    raise typer.Exit(result.exit_code)
