@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "workspace": "artifacts/monitoring/workspace",
     "window": "1h",
     "min_rows": 30,
-    "max_drift_share": 0.5,
+    "max_drift_share": 0.4,
     "max_fad_ratio": 2.0,
     "cooldown": "24h",
     "retrain": "dvc",
