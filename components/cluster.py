@@ -4,7 +4,8 @@ Every pipeline step, training job and predictor runs in `IMAGE`. `custom_objects
 account when it runs in a cluster (a pipeline step) and the user's kubeconfig otherwise; `reaching(api)` turns a
 refused or unresolvable connection into `ClusterUnreachable` naming the host, so callers show one line instead of
 urllib3's retry chain. The builders (components/deploy.py, components/training_job.py) share the small helpers
-below for names and resources, so both check them the way the API server will.
+below for names and resources, so both check them the way the API server will, and for the pod hardening every
+workload of the image gets (non-root, read-only root filesystem, no capabilities, writable /tmp and HOME).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 IMAGE = "ghcr.io/musicops/musicops:0.1.0"
 NAMESPACE = "musicops"
 LABELS = {"app.kubernetes.io/part-of": "musicops"}
+# The image's non-root user and its HOME (Dockerfile). HOME holds the caches a read-only root filesystem cannot:
+# HF_HOME, NUMBA_CACHE_DIR, MPLCONFIGDIR and XDG_CACHE_HOME all point under it.
+USER_ID = 10001
+HOME_DIR = "/home/musicops"
 
 # RFC 1123 labels (namespaces); RFC 1035 labels also start with a letter, which KServe and the Kubeflow training
 # operators require of the names of their resources.
@@ -66,6 +71,39 @@ def resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, dict[str, Any]]
     if gpus:
         requests[GPU] = limits[GPU] = gpus
     return {"requests": requests, "limits": limits}
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Every pod of the image: never root, the image's user and group (volumes made group-writable for it), and the
+    container runtime's default seccomp profile."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER_ID,
+        "runAsGroup": USER_ID,
+        "fsGroup": USER_ID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Every container of the image: a read-only root filesystem, no privilege escalation, no capabilities."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def scratch_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts): the writable emptyDirs a read-only root filesystem needs, /tmp and HOME (its caches)."""
+    volumes = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "home", "mountPath": HOME_DIR}]
+    return volumes, mounts
 
 
 def _kubeconfig() -> str:

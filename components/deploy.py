@@ -4,9 +4,14 @@
     apply_inference_service(inference_service(spec))        # "created" or "replaced"
     wait_ready(spec.name, spec.namespace)                   # its status, with the URL clients call
 
-The InferenceService names the `musicops-predictor` ServingRuntime (`serving_runtime()`, applied once per
-namespace from k8s/serving/servingruntime.yaml): the project image running the KServe predictor of serving/.
-KServe's storage initializer copies `storageUri` into /mnt/models before the predictor starts.
+The InferenceService names the `musicops-predictor` ServingRuntime (`serving_runtime()`, part of k8s/base, applied
+once per namespace): the project image running the KServe predictor of serving/. KServe's storage initializer copies
+`storageUri` into /mnt/models before the predictor starts.
+
+Both run in KServe's Standard deployment mode (a Deployment, a Service `<name>-predictor` and a HorizontalPodAutoscaler
+on `scale_metric`): Knative mode allows one container port (no V2 gRPC) and restricts volume types. The runtime
+carries what is true of the image everywhere (command, ports, probes, a read-only root filesystem with writable /tmp
+and HOME); the InferenceService what differs per deployment (size, replicas, scaling).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from components.cluster import (
     LABELS,
     NAMESPACE,
     api_error,
+    container_security_context,
     custom_objects_api,
     name_problem,
+    pod_security_context,
     quantity_problem,
     reaching,
     resources,
+    scratch_volumes,
 )
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -35,6 +43,15 @@ STORAGE_SCHEMES = ("s3", "gs", "pvc", "hdfs", "http", "https", "oci")
 # manifest, refused by apply_inference_service, since no cluster can read it.
 LOCAL_SCHEME = "file"
 HTTP_PORT, GRPC_PORT = 8080, 8081
+MODEL_NAME = "musicgen"  # the name in the predictor's V1/V2 routes (serving.predictor's --model_name default)
+# KServe's Standard mode: plain Deployment + Service + HPA. The autoscaler class must be named for KServe (0.16 on)
+# to validate a cpu/memory scaleMetric (without it the webhook checks them as Knative metrics and refuses them).
+ANNOTATIONS = {
+    "serving.kserve.io/deploymentMode": "Standard",
+    "serving.kserve.io/autoscalerClass": "hpa",
+    "serving.kserve.io/enable-prometheus-scraping": "true",  # prometheus.io/* on the pods: /metrics on the HTTP port
+}
+SCALE_METRICS = ("cpu", "memory")  # what the HPA of Standard mode scales on
 
 
 class DeployError(ValueError):
@@ -56,6 +73,14 @@ class ServiceSpec:
     gpus: int = 0
     min_replicas: int = 1
     max_replicas: int = 4
+    # The HPA adds replicas when average CPU use passes 70% of the request: generation is CPU-bound on CPU nodes,
+    # and on GPU nodes the host side (sampling, codec, audio encoding) still tracks the load.
+    scale_metric: str = "cpu"
+    scale_target: int = 70
+    # Requests one replica takes at once: the predictor's --max_batch (8), all generated in one engine batch.
+    # Enforced by Knative's queue-proxy in Knative mode; in Standard mode the predictor's own queue (503 past
+    # --max_queue) bounds it and this documents the intent.
+    container_concurrency: int = 8
     service_account: str | None = None  # one carrying the storage credentials (see `storage_uri`)
     node_selector: dict[str, str] = field(default_factory=dict)
 
@@ -76,6 +101,13 @@ class ServiceSpec:
                 f"replicas must satisfy 0 <= min_replicas <= max_replicas and max_replicas >= 1, "
                 f"got min_replicas={self.min_replicas}, max_replicas={self.max_replicas}"
             )
+        if self.scale_metric not in SCALE_METRICS or not 1 <= self.scale_target <= 100:
+            raise DeployError(
+                f"scale_metric must be one of {SCALE_METRICS} and scale_target a percentage (1-100), "
+                f"got {self.scale_metric!r} and {self.scale_target}"
+            )
+        if self.container_concurrency < 0:
+            raise DeployError(f"container_concurrency must be 0 (no limit) or more, got {self.container_concurrency}")
         if self.storage_uri.startswith("/"):
             raise DeployError(_local_path(self.storage_uri))
         scheme = self.storage_uri.split("://", 1)[0] if "://" in self.storage_uri else ""
@@ -122,6 +154,10 @@ def inference_service(spec: ServiceSpec) -> dict[str, Any]:
     predictor: dict[str, Any] = {
         "minReplicas": spec.min_replicas,
         "maxReplicas": spec.max_replicas,
+        "scaleMetric": spec.scale_metric,
+        "scaleTarget": spec.scale_target,
+        "containerConcurrency": spec.container_concurrency,
+        "securityContext": pod_security_context(),
         "model": {
             "modelFormat": {"name": spec.model_format},
             "runtime": spec.runtime,
@@ -141,6 +177,7 @@ def inference_service(spec: ServiceSpec) -> dict[str, Any]:
             "name": spec.name,
             "namespace": spec.namespace,
             "labels": {"app.kubernetes.io/name": MODEL_FORMAT, **LABELS},
+            "annotations": dict(ANNOTATIONS),
         },
         "spec": {"predictor": predictor},
     }
@@ -149,9 +186,13 @@ def inference_service(spec: ServiceSpec) -> dict[str, Any]:
 def serving_runtime(image: str = IMAGE, namespace: str = NAMESPACE) -> dict[str, Any]:
     """The ServingRuntime (serving.kserve.io/v1alpha1) `musicops-predictor`: the project image serving musicgen models.
 
-    KServe picks it for any InferenceService in `namespace` whose modelFormat is musicgen (autoSelect), and the
-    InferenceService's own resources replace the defaults here.
+    KServe picks it for any InferenceService in `namespace` whose modelFormat is musicgen (autoSelect), and merges
+    the InferenceService's model fields over this container key by key (its resources over the defaults here). The
+    predictor loads the model before it listens, so
+    the startup probe gives the load up to 5 minutes, and readiness asks KServe's V2 route whether the model is
+    ready; the pod's security context comes from the InferenceService (a runtime has no pod-level one).
     """
+    volumes, mounts = scratch_volumes()
     return {
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "ServingRuntime",
@@ -177,9 +218,25 @@ def serving_runtime(image: str = IMAGE, namespace: str = NAMESPACE) -> dict[str,
                         {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                     ],
                     "resources": resources("1", "4Gi"),
+                    "startupProbe": _probe("/v2/health/live", period_s=5, failures=60),
+                    "readinessProbe": _probe(f"/v2/models/{MODEL_NAME}/ready", period_s=10, failures=3),
+                    "livenessProbe": _probe("/v2/health/live", period_s=20, failures=3),
+                    "securityContext": container_security_context(),
+                    "volumeMounts": mounts,
                 }
             ],
+            "volumes": volumes,
         },
+    }
+
+
+def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
+    # A generous timeout: a busy predictor answers health checks from the same event loop that hands out audio.
+    return {
+        "httpGet": {"path": path, "port": HTTP_PORT},
+        "periodSeconds": period_s,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
     }
 
 
@@ -259,10 +316,11 @@ def wait_ready(
 
 
 def example_manifests() -> dict[str, dict[str, Any]]:
-    """The serving manifests committed under k8s/ (relative path -> object), for `kubectl apply`."""
+    """The serving manifests committed under k8s/base (relative path -> object): the overlays deploy them."""
     return {
-        "serving/servingruntime.yaml": serving_runtime(),
-        "serving/inferenceservice.yaml": inference_service(
-            ServiceSpec(storage_uri="s3://musicops/models/musicgen/onnx")
+        "base/serving/servingruntime.yaml": serving_runtime(),
+        "base/serving/inferenceservice.yaml": inference_service(
+            # musicops-predictor (k8s/base/rbac.yaml) carries the S3 endpoint and the musicops-s3 secret.
+            ServiceSpec(storage_uri="s3://musicops/models/musicgen/onnx", service_account="musicops-predictor")
         ),
     }

@@ -228,7 +228,7 @@ def train_distributed(
 
     from components.cluster import IMAGE
     from components.pipeline_io import copy_folder, log_metrics
-    from components.training_job import JOB_KINDS, JobSpec, run_job
+    from components.training_job import HARDENED_RUNTIME, JOB_KINDS, JobSpec, run_job
 
     spec = JobSpec(
         name=f"musicops-train-{run_name[:8]}".lower(),
@@ -239,6 +239,7 @@ def train_distributed(
         gpus_per_node=gpus_per_node,
         workspace_pvc=workspace_pvc,
         workdir=f"runs/{run_name}",
+        runtime=HARDENED_RUNTIME,  # k8s/training/trainjob: torch-distributed with non-root, read-only pods
     )
     spec.check()
     workdir = Path(spec.mount_path) / spec.workdir
@@ -304,7 +305,12 @@ def deploy(onnx: Input[Model], service_name: str, namespace: str, apply: bool, m
     from components.deploy import ServiceSpec, apply_inference_service, inference_service, storage_uri
 
     # Run here (kfp.local), the export is a local folder: the manifest names it as file:// and is not applied.
-    spec = ServiceSpec(name=service_name, namespace=namespace, storage_uri=storage_uri(onnx.uri, local_ok=not apply))
+    spec = ServiceSpec(
+        name=service_name,
+        namespace=namespace,
+        storage_uri=storage_uri(onnx.uri, local_ok=not apply),
+        service_account="musicops-predictor",  # k8s/base: carries the object store's credentials
+    )
     service = inference_service(spec)
     Path(manifest.path).write_text(yaml.safe_dump(service, sort_keys=False))
     if not apply:

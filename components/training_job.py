@@ -8,7 +8,9 @@ Two ways to run it, for the two Kubeflow training stacks a cluster may have:
 - `trainjob`: Kubeflow Trainer v2's TrainJob (trainer.kubeflow.org/v1alpha1) on the `torch-distributed`
   ClusterTrainingRuntime. Its torch ML policy gives every node PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK,
   PET_MASTER_ADDR and PET_MASTER_PORT, which torchrun reads as the defaults of its own options, so the command is
-  plain `torchrun -m components.train ...`.
+  plain `torchrun -m components.train ...`. A TrainJob cannot set a security context (its podSpecOverrides have
+  none), so `training_runtime()` is the same runtime with the project's hardened pod (non-root, read-only root
+  filesystem): `musicops-torch-distributed`, which k8s/training/trainjob installs and its TrainJob names.
 - `pytorchjob`: Training Operator v1's PyTorchJob (kubeflow.org/v1), legacy but still common: one Master and
   nodes-1 Workers, each given MASTER_ADDR, MASTER_PORT and RANK (the node's rank); torchrun gets them explicitly.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -31,11 +33,14 @@ from components.cluster import (
     LABELS,
     NAMESPACE,
     api_error,
+    container_security_context,
     custom_objects_api,
     name_problem,
+    pod_security_context,
     quantity_problem,
     reaching,
     resources,
+    scratch_volumes,
 )
 
 TRAIN_MODULE = "components.train"
@@ -43,6 +48,7 @@ TRAIN_MODULE = "components.train"
 # manifests called them trainer-node and trainer).
 TRAINER_JOB = TRAINER_CONTAINER = "node"
 PYTORCHJOB_CONTAINER, PYTORCHJOB_PORT = "pytorch", 23456  # the names the v1 operator looks for
+HARDENED_RUNTIME = "musicops-torch-distributed"  # training_runtime(): torch-distributed with the hardened pod
 # plural, and the condition type that means success, per kind; both stacks call failure "Failed".
 _RESOURCES = {"TrainJob": ("trainjobs", "Complete"), "PyTorchJob": ("pytorchjobs", "Succeeded")}
 FAILED = "Failed"
@@ -192,7 +198,9 @@ def pytorchjob(spec: JobSpec) -> dict[str, Any]:
         "-m",
         TRAIN_MODULE,
     ]
+    scratch, scratch_mounts = scratch_volumes()
     pod: dict[str, Any] = {
+        "securityContext": pod_security_context(),
         "containers": [
             {
                 "name": PYTORCHJOB_CONTAINER,
@@ -201,10 +209,11 @@ def pytorchjob(spec: JobSpec) -> dict[str, Any]:
                 "args": train_args(spec),
                 "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
                 "resources": resources(spec.cpu, spec.memory, spec.gpus_per_node),
-                "volumeMounts": mounts,
+                "securityContext": container_security_context(),
+                "volumeMounts": mounts + scratch_mounts,
             }
         ],
-        "volumes": volumes,
+        "volumes": volumes + scratch,
     }
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
@@ -226,6 +235,46 @@ def pytorchjob(spec: JobSpec) -> dict[str, Any]:
 
 
 JOB_KINDS = {"trainjob": trainjob, "pytorchjob": pytorchjob}
+
+
+def training_runtime(image: str = IMAGE, name: str = HARDENED_RUNTIME) -> dict[str, Any]:
+    """Kubeflow Trainer's torch-distributed ClusterTrainingRuntime (same ML policy, job and container names) with the
+    project's image and hardened pod: what a TrainJob cannot add through its podSpecOverrides. The TrainJob's own
+    trainer image, command, resources and volumes are merged into this template by the Trainer controller."""
+    volumes, mounts = scratch_volumes()
+    pod = {
+        "serviceAccountName": "musicops-trainer",  # k8s/base/rbac.yaml: no API access
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [
+            {
+                "name": TRAINER_CONTAINER,
+                "image": image,
+                "securityContext": container_security_context(),
+                "volumeMounts": mounts,
+            }
+        ],
+        "volumes": volumes,
+    }
+    node_job = {
+        "name": TRAINER_JOB,
+        "template": {
+            "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+            "spec": {"template": {"spec": pod}},
+        },
+    }
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "ClusterTrainingRuntime",
+        "metadata": {
+            "name": name,
+            "labels": {"trainer.kubeflow.org/framework": "torch", "app.kubernetes.io/name": name, **LABELS},
+        },
+        "spec": {
+            "mlPolicy": {"numNodes": 1, "torch": {"numProcPerNode": "auto"}},
+            "template": {"spec": {"replicatedJobs": [node_job]}},
+        },
+    }
 
 
 def _state(status: dict[str, Any], success: str) -> tuple[dict[str, Any] | None, bool]:
@@ -285,6 +334,11 @@ def run_job(
 
 
 def example_manifests() -> dict[str, dict[str, Any]]:
-    """The training manifests committed under k8s/ (relative path -> object): 2 nodes with a GPU each."""
+    """The training manifests committed under k8s/training (relative path -> object): 2 nodes with a GPU each, the
+    TrainJob on the hardened runtime beside it."""
     spec = JobSpec(name="musicgen-train", workdir="runs/manual", nodes=2, gpus_per_node=1)
-    return {"training/trainjob.yaml": trainjob(spec), "training/pytorchjob.yaml": pytorchjob(spec)}
+    return {
+        "training/trainjob/runtime.yaml": training_runtime(),
+        "training/trainjob/trainjob.yaml": trainjob(replace(spec, runtime=HARDENED_RUNTIME)),
+        "training/pytorchjob/pytorchjob.yaml": pytorchjob(spec),
+    }

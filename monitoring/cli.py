@@ -159,7 +159,8 @@ def report(
 
 @app.command()
 def ui(
-    port: Annotated[int, typer.Option(help="Port of the dashboard on 127.0.0.1.")] = 8001,
+    port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8001,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 in a pod).")] = "127.0.0.1",
     window: WindowOption = None,
     sync: Annotated[bool, typer.Option(help="Add the windows not on the dashboard yet before serving.")] = True,
     params: ParamsOption = Path("params.yaml"),
@@ -191,7 +192,7 @@ def ui(
 
     open_project(workspace)  # the project and its panels exist even before any traffic
     try:
-        server = serve_ui(workspace, port=port)
+        server = serve_ui(workspace, port=port, host=host)
     except RuntimeError as error:
         raise _fail(str(error)) from None
     typer.echo(f"dashboard: {server.url} (Ctrl-C to stop)")
@@ -215,6 +216,7 @@ def check(
     log_dir: LogOption = None,
     reference_dir: ReferenceOption = None,
     model: ModelOption = Path("artifacts/model"),
+    dashboard: Annotated[bool, typer.Option(help="Also add the new windows to the dashboard's workspace.")] = True,
 ) -> None:
     """Check the last window for drift; on drift start retraining (once per cool-down). Exit 1 on drift."""
     settings = _settings(params)
@@ -251,4 +253,11 @@ def check(
     except FileNotFoundError as error:
         raise _fail(str(error)) from None
     typer.echo(result.line())
+    if dashboard:  # the dashboard (`monitor ui`, or the cluster's Evidently UI) serves this workspace
+        from monitoring.dashboard import sync_windows
+
+        added, _ = sync_windows(
+            Path(settings["workspace"]), log, reference, span, min_rows=int(settings["min_rows"]), fad=_fad(folder)
+        )
+        typer.echo(f"{len(added)} window(s) added to the dashboard in {settings['workspace']}")
     raise typer.Exit(result.exit_code)

@@ -10,9 +10,9 @@ Calling the logger only puts the front's record on a bounded queue, so serving n
 extraction (0.3-0.5 s per 10 s clip); when the queue is full the record is dropped and counted, never waited
 for. One worker thread turns records into rows and, every `flush_rows` rows or `flush_seconds` after the first
 unwritten row, writes them as one part file: to a hidden temporary name first, fsynced, then renamed into
-place as `part-<UTC time>-<pid>-<seq>.parquet`. A crash therefore loses at most the rows not yet flushed, and
-a reader never sees half a file. Processes sharing a folder (several front workers) never collide: the pid is
-in the name.
+place as `part-<UTC time>-<host>.<pid>-<seq>.parquet`. A crash therefore loses at most the rows not yet flushed,
+and a reader never sees half a file. Processes sharing a folder (front workers, or front pods on one volume, each
+pid 1) never collide: host and pid are in the name.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.parquet"
+_WRITER = f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:40] or 'host'}.{os.getpid()}"
 _PART_TIME = re.compile(r"^part-(\d{8}T\d{6}\d{6})Z-")
 _ARROW_TYPES = {
     "timestamp[us, tz=UTC]": lambda pa: pa.timestamp("us", tz="UTC"),
@@ -274,7 +276,7 @@ class RequestLogger:
 
         table = pa.Table.from_pylist(rows, schema=arrow_schema())
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        name = f"part-{stamp}Z-{os.getpid()}-{next(self._sequence):06d}.parquet"
+        name = f"part-{stamp}Z-{_WRITER}-{next(self._sequence):06d}.parquet"
         final, temporary = self.log_dir / name, self.log_dir / f".{name}.tmp"
         try:
             with open(temporary, "wb") as handle:

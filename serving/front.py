@@ -391,12 +391,19 @@ def main() -> None:
         cors_origin: Annotated[list[str] | None, typer.Option(help="An origin allowed to call; repeatable.")] = None,
         max_concurrent_streams: Annotated[int, typer.Option()] = 8,
         max_queue: Annotated[int, typer.Option()] = 16,
+        log_dir: Annotated[str | None, typer.Option(help="Log every request here for monitoring.")] = None,
     ) -> None:
         """Serve the musicops front: the web page, the REST and streaming API, /metrics."""
         if (model is None) == (remote is None):
             raise typer.BadParameter("give --model (served here) or --remote (a V2 endpoint), not both")
         source = RemoteBackend(remote, remote_model) if remote else LocalBackend(model, backend)
+        request_log = None
+        if log_dir:  # without a local model there is no text encoder: the log has no prompt embeddings
+            from monitoring.request_log import RequestLogger
+
+            request_log = RequestLogger(log_dir)
         settings = FrontSettings(
+            request_log=request_log,
             api_key=api_key,
             cors_origins=cors_origin or [],
             max_concurrent_streams=max_concurrent_streams,
@@ -405,7 +412,11 @@ def main() -> None:
         sock = _bind(host, port)
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"musicops front: http://{shown}:{sock.getsockname()[1]}/  (API docs at /docs)")
-        _server(create_app(source, settings), "info").run(sockets=[sock])
+        try:
+            _server(create_app(source, settings), "info").run(sockets=[sock])
+        finally:
+            if request_log is not None:
+                request_log.close()
 
     typer.run(run)
 

@@ -15,14 +15,16 @@ pytestmark = pytest.mark.unit
 CRDS = {
     "ServingRuntime": "kserve-serving.kserve.io_servingruntimes.yaml",
     "InferenceService": "kserve-serving.kserve.io_inferenceservices.yaml",
+    "ClusterTrainingRuntime": "kubeflow-trainer-trainer.kubeflow.org_clustertrainingruntimes.yaml",
     "TrainJob": "kubeflow-trainer-trainer.kubeflow.org_trainjobs.yaml",
     "PyTorchJob": "kubeflow-training-operator-v1.9.0-kubeflow.org_pytorchjobs.yaml",
 }
 EXPECTED = [
-    "serving/servingruntime.yaml",
-    "serving/inferenceservice.yaml",
-    "training/trainjob.yaml",
-    "training/pytorchjob.yaml",
+    "base/serving/servingruntime.yaml",
+    "base/serving/inferenceservice.yaml",
+    "training/trainjob/runtime.yaml",
+    "training/trainjob/trainjob.yaml",
+    "training/pytorchjob/pytorchjob.yaml",
 ]
 
 
@@ -44,7 +46,13 @@ def test_each_file_says_what_it_is_and_how_to_apply_it_then_holds_the_object(tmp
         text = path.read_text()
         header = text[: text.index("\napiVersion:")].splitlines()
         assert header and all(line.startswith("#") for line in header)
-        assert f"kubectl apply -f k8s/{relative}" in text
+        # Each file is a resource of the kustomization it sits in (k8s/base for serving, applied through an overlay),
+        # and the header names the kustomization to apply.
+        root = Path("base") if relative.startswith("base/") else Path(relative).parent
+        kustomization = yaml.safe_load((K8S_DIR / root / "kustomization.yaml").read_text())
+        assert Path(relative).relative_to(root).as_posix() in kustomization["resources"]
+        applied = "k8s/overlays/" if root == Path("base") else f"k8s/{root.as_posix()}"
+        assert f"kubectl apply -k {applied}" in text
         assert yaml.safe_load(text) == objects[relative]
         assert "&id" not in text  # no YAML anchors: every part is written out
 
@@ -57,8 +65,13 @@ def test_each_manifest_is_valid_against_its_crd(relative: str):
 
 
 def test_the_training_examples_are_two_gpu_nodes_in_runs_manual():
-    trainer = manifests()["training/trainjob.yaml"]["spec"]["trainer"]
+    job = manifests()["training/trainjob/trainjob.yaml"]["spec"]
+    trainer = job["trainer"]
     assert (trainer["numNodes"], trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"]) == (2, 1)
     assert "/workspace/runs/manual/params.yaml" in trainer["args"]
-    service = manifests()["serving/inferenceservice.yaml"]
+    # The TrainJob runs on the hardened runtime committed beside it.
+    runtime = manifests()["training/trainjob/runtime.yaml"]
+    assert job["runtimeRef"]["name"] == runtime["metadata"]["name"] == "musicops-torch-distributed"
+    service = manifests()["base/serving/inferenceservice.yaml"]
     assert service["spec"]["predictor"]["model"]["storageUri"] == "s3://musicops/models/musicgen/onnx"
+    assert service["spec"]["predictor"]["serviceAccountName"] == "musicops-predictor"

@@ -170,7 +170,10 @@ def test_retrain_commands_run_dvc_or_submit_through_the_musicops_cli():
 def test_cli_check_prints_one_line_and_exits_by_verdict(tmp_path, reference):
     reference_dir = write_reference(reference, tmp_path / "built")
     params = tmp_path / "params.yaml"
-    params.write_text(f"monitor:\n  log_dir: {tmp_path / 'requests'}\n  min_rows: 20\n  window: 30m\n")
+    params.write_text(
+        f"monitor:\n  log_dir: {tmp_path / 'requests'}\n  min_rows: 20\n  window: 30m\n"
+        f"  workspace: {tmp_path / 'workspace'}\n"
+    )
     state = tmp_path / "state.json"
     args = ["check", "--params", str(params), "--reference-dir", str(reference_dir), "--state", str(state)]
     runner = CliRunner()
@@ -182,7 +185,9 @@ def test_cli_check_prints_one_line_and_exits_by_verdict(tmp_path, reference):
     write_log(traffic(40, seed=12, end=now, span=timedelta(minutes=20)), tmp_path / "requests")
     ok = runner.invoke(app, args)
     assert ok.exit_code == 0, ok.output
-    assert ok.output.startswith("ok: 40 requests in the last 30m") and len(ok.output.strip().splitlines()) == 1
+    verdict, dashboard = ok.output.strip().splitlines()  # the verdict, then the dashboard's new windows
+    assert verdict.startswith("ok: 40 requests in the last 30m")
+    assert dashboard.endswith(f"added to the dashboard in {tmp_path / 'workspace'}")
 
     shifted = traffic(40, seed=13, shift=["language"], end=now, span=timedelta(minutes=20))
     write_log(shifted, tmp_path / "requests")  # a second batch of part files
