@@ -303,3 +303,16 @@ def test_the_real_front_logs_rest_and_websocket_traffic(micro_dir, reference_dir
     logged, expected = by_prompt.loc[prompts[0], columns], reference.loc[0, columns]
     np.testing.assert_allclose(logged.to_numpy(float), expected.to_numpy(float), atol=1e-5)
     assert logger.dropped == 0 and message["code"] == 1000
+
+    # `musicops monitor report` over this log, as a user runs it after serving.
+    from typer.testing import CliRunner
+
+    from monitoring.cli import app as monitor_app
+
+    (tmp_path / "params.yaml").write_text(f"monitor:\n  workspace: {tmp_path / 'workspace'}\n")
+    args = ["report", "--params", str(tmp_path / "params.yaml"), "--log-dir", str(tmp_path / "log")]
+    args += ["--reference-dir", str(reference_dir), "--out", str(tmp_path / "report"), "--window", "1h"]
+    result = CliRunner().invoke(monitor_app, args)
+    assert result.exit_code == 0, result.output
+    assert "4 requests; drifted features" in result.output
+    assert "prompt_chars" in (tmp_path / "report" / "report.html").read_text()
