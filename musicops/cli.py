@@ -293,6 +293,7 @@ def demo(
         "artifacts/evaluation/per_prompt.csv)",
         "onnx": "artifacts/onnx (and int8/; Triton repository in artifacts/triton)",
         "gate": gate,
+        "next": "`make serve` (the page on http://127.0.0.1:8000/), then `musicops monitor report`",
     }
     for name, value in rows.items():
         typer.echo(f"{name:<11} {value}")
