@@ -144,5 +144,5 @@ def test_a_bad_folder_is_named(folder, tmp_path, case):
 
 
 def test_unknown_backend():
-    with pytest.raises(ModelInputError, match="unknown backend"):
+    with pytest.raises(ModelInputError, match=r"backend must be one of auto, torch, onnx, got 'tensorrt'"):
         load_generator("micro", backend="tensorrt")

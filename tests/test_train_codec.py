@@ -253,7 +253,7 @@ def _bad_input(case: str, tmp_path: Path, corpus: Path) -> tuple[dict, Path]:
         ("missing corpus", "does not exist"),
         ("no valid clips", "has no valid clips"),
         ("bad steps", "codec.steps"),
-        ("unknown preset", "unknown preset 'huge'"),
+        ("unknown preset", "codec.preset 'huge' is not a preset; known presets: tiny"),
         ("adversarial never starts", "codec.adversarial_start"),
         ("pretrained missing", "is not a directory"),
         ("pretrained not encodec", "not an EnCodec"),
