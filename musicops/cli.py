@@ -195,7 +195,7 @@ def serve(
         typer.Option(
             "--model",
             "-m",
-            help="Model directory, ONNX export or preset (default: artifacts/promoted or artifacts/model).",
+            help="Model directory, ONNX export or preset (default: artifacts/promoted/model, else artifacts/model).",
         ),
     ] = None,
     backend: Annotated[str, typer.Option(help="auto (onnx for an export folder), torch or onnx.")] = "auto",

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 # What `musicops serve` serves when no model is named: the model the gate promoted, else the last trained one.
-DEFAULT_MODELS = (Path("artifacts/promoted"), Path("artifacts/model"))
+DEFAULT_MODELS = (Path("artifacts/promoted/model"), Path("artifacts/model"))
 FALLBACK_PRESET = "tiny"
 
 
