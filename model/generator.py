@@ -285,11 +285,8 @@ def load_generator(source: str | Path, backend: str = "auto", **options: Any) ->
     """A generator over `source` with the named backend: "torch" (a model directory or preset name;
     options: text_encoder, dtype), "onnx" (the export stage's folder; options: runner, providers, threads),
     or "auto" (onnx for an export folder, torch otherwise)."""
-    backend = resolve_backend(source, backend)
-    if backend == "torch":
+    if resolve_backend(source, backend) == "torch":  # resolve_backend refuses any name but torch and onnx
         return MusicGenerator.load(source, **options)
-    if backend == "onnx":
-        from model.onnx_backend import OnnxMusicGenerator
+    from model.onnx_backend import OnnxMusicGenerator
 
-        return OnnxMusicGenerator.load(source, **options)
-    raise ModelInputError(f"unknown backend {backend!r}: torch or onnx")
+    return OnnxMusicGenerator.load(source, **options)
