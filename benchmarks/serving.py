@@ -8,7 +8,11 @@ POST /v1/generate calls of `--short` seconds each, `--clients` at a time, give r
 
     python benchmarks/serving.py --model artifacts/model --concurrency 1 --concurrency 4 --concurrency 8
 
-The front runs as a subprocess (`python -m serving.front`) on 127.0.0.1 with the in-process engine.
+`--staggered N` adds a run where N streams arrive `--stagger-s` apart (each one while the earlier ones
+decode), through this front and through a second one started with `--no-join`, side by side: what
+letting requests join a running batch buys a late arrival's first chunk.
+
+The fronts run as subprocesses (`python -m serving.front`) on 127.0.0.1 with the in-process engine.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_front(model: str, backend: str, port: int) -> subprocess.Popen:
+def start_front(model: str, backend: str, port: int, join: bool = True) -> subprocess.Popen:
     command = [sys.executable, "-m", "serving.front", "--model", model, "--backend", backend, "--port", str(port)]
+    command += [] if join else ["--no-join"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -74,19 +79,26 @@ async def one_stream(url: str, duration: float) -> tuple[float, float]:
     return first, samples / sample_rate / elapsed
 
 
-async def streams(base: str, concurrency: int, rounds: int, duration: float) -> dict[str, float]:
-    firsts, factors = [], []
-    for _ in range(rounds):
-        results = await asyncio.gather(*(one_stream(f"{base}/v1/stream", duration) for _ in range(concurrency)))
-        firsts += [first for first, _ in results]
-        factors += [factor for _, factor in results]
-    firsts.sort()
-    return {
-        "first_p50_ms": 1000 * statistics.median(firsts),
-        "first_p95_ms": 1000 * firsts[min(len(firsts) - 1, round(0.95 * (len(firsts) - 1)))],
-        "rtf_min": min(factors),
-        "rtf_median": statistics.median(factors),
-    }
+async def later(delay: float, url: str, duration: float) -> tuple[float, float]:
+    await asyncio.sleep(delay)
+    return await one_stream(url, duration)
+
+
+async def stream_round(base: str, concurrency: int, duration: float, stagger: float = 0.0) -> list[tuple[float, float]]:
+    """(first-chunk latency, real-time factor) of `concurrency` streams started `stagger` s apart."""
+    url = f"{base}/v1/stream"
+    return list(await asyncio.gather(*(later(i * stagger, url, duration) for i in range(concurrency))))
+
+
+def summary(results: list[tuple[float, float]]) -> str:
+    """A table row's cells: first chunk p50 and p95, RTF per stream min / median."""
+    firsts = sorted(first for first, _ in results)
+    factors = [factor for _, factor in results]
+    p95 = firsts[min(len(firsts) - 1, round(0.95 * (len(firsts) - 1)))]
+    return (
+        f"{1000 * statistics.median(firsts):.0f} ms | {1000 * p95:.0f} ms | "
+        f"{min(factors):.2f}x / {statistics.median(factors):.2f}x"
+    )
 
 
 async def short_requests(base: str, requests: int, clients: int, duration: float) -> float:
@@ -117,6 +129,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16, help="non-streamed requests for requests/s")
     parser.add_argument("--clients", type=int, default=4, help="non-streamed requests in flight at a time")
     parser.add_argument("--short", type=float, default=1.0, help="seconds of audio per non-streamed request")
+    parser.add_argument("--staggered", type=int, default=0, help="streams arriving one by one (0: skip)")
+    parser.add_argument("--stagger-s", type=float, default=0.5, help="seconds between staggered arrivals")
     args = parser.parse_args()
     model = args.model
 
@@ -129,13 +143,35 @@ def main() -> None:
         print("| streams | first chunk p50 | first chunk p95 | RTF per stream (min / median) |")
         print("|---|---|---|---|")
         for concurrency in args.concurrency or [1, 4, 8]:
-            row = asyncio.run(streams(f"ws://127.0.0.1:{port}", concurrency, args.rounds, args.duration))
-            print(
-                f"| {concurrency} | {row['first_p50_ms']:.0f} ms | {row['first_p95_ms']:.0f} ms | "
-                f"{row['rtf_min']:.2f}x / {row['rtf_median']:.2f}x |"
-            )
+            results = []
+            for _ in range(args.rounds):
+                results += asyncio.run(stream_round(f"ws://127.0.0.1:{port}", concurrency, args.duration))
+            print(f"| {concurrency} | {summary(results)} |")
         rate = asyncio.run(short_requests(base, args.requests, args.clients, args.short))
         print(f"non-streamed {args.short:g} s clips, {args.clients} in flight: {rate:.2f} requests/s")
+        if args.staggered:
+            staggered(args, f"ws://127.0.0.1:{port}")
+    finally:
+        front.terminate()
+        front.wait(30)
+
+
+def staggered(args: argparse.Namespace, joining_base: str) -> None:
+    """The staggered run through the joining front and a `--no-join` one, alternating rounds."""
+    port = free_port()
+    front = start_front(args.model, args.backend, port, join=False)
+    bases = {"yes": joining_base, "no": f"ws://127.0.0.1:{port}"}
+    try:
+        asyncio.run(one_stream(f"{bases['no']}/v1/stream", 1.0))  # warm-up
+        results: dict[str, list[tuple[float, float]]] = {"yes": [], "no": []}
+        for _ in range(args.rounds):  # alternate, so load from elsewhere hits both alike
+            for mode, base in bases.items():
+                results[mode] += asyncio.run(stream_round(base, args.staggered, args.duration, args.stagger_s))
+        print(f"\n{args.staggered} streams arriving {args.stagger_s:g} s apart, {args.rounds} rounds")
+        print("| joins running batch | first chunk p50 | p95 | RTF per stream (min / median) |")
+        print("|---|---|---|---|")
+        for mode, rows in results.items():
+            print(f"| {mode} | {summary(rows)} |")
     finally:
         front.terminate()
         front.wait(30)

@@ -74,18 +74,21 @@ def decoder_layer(
     cross: tuple[torch.Tensor, torch.Tensor],
     cross_mask: torch.Tensor | None,
     causal: bool,
+    self_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One `MusicgenDecoderLayer` on x [rows, n, hidden]: self-attention over the cache, cross-attention
     to the text (`cross_mask`: boolean or additive, broadcastable to [rows, heads, n, text_len]), MLP.
 
     `causal` masks the new positions among themselves: needed when n > 1, which only a prefill from an
-    empty cache does (so the usual top-left causal mask is the right one).
+    empty cache does (so the usual top-left causal mask is the right one). `self_mask` (boolean,
+    broadcastable to [rows, heads, n, cached]) hides cache columns a row does not own: rows that joined a
+    running batch later (model/row_decoder.py). It cannot be combined with `causal`.
     """
     attn, heads = layer.self_attn, layer.self_attn.num_heads
     h = layer.self_attn_layer_norm(x)
     q = _split_heads(_linear(h, attn.q_proj), heads)
     keys, values = cache(_split_heads(_linear(h, attn.k_proj), heads), _split_heads(_linear(h, attn.v_proj), heads))
-    o = F.scaled_dot_product_attention(q, keys, values, is_causal=causal)
+    o = F.scaled_dot_product_attention(q, keys, values, attn_mask=self_mask, is_causal=causal)
     x = x + _linear(_merge_heads(o), attn.out_proj)
 
     attn = layer.encoder_attn

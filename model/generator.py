@@ -30,6 +30,7 @@ from model.decoding import Conditioning, beam_window, sample_window
 from model.errors import ModelInputError
 from model.params import GenerationParams
 from model.presets import PRESETS
+from model.row_decoder import RowDecoder
 from model.streaming import StreamingCodecDecoder
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
@@ -61,6 +62,7 @@ class BaseMusicGenerator:
     frame_rate: float
     hop_length: int
     num_codebooks: int
+    joins_running_batches = False  # whether `row_decoder` gives one (continuous batching)
 
     def encode_text(self, prompts: list[str]) -> Conditioning:
         """The text as this backend's decoder takes it in `start`; an empty prompt is unconditional."""
@@ -73,6 +75,11 @@ class BaseMusicGenerator:
     def decode_audio(self, codes: torch.Tensor) -> np.ndarray:
         """Mono float32 audio [B, samples] of codes [B, K, frames]."""
         raise NotImplementedError
+
+    def row_decoder(self, max_positions: int) -> RowDecoder:
+        """A decoder whose rows may start at different steps (continuous batching). Only the torch backend
+        has one: the ONNX graphs put every row at one position."""
+        raise NotImplementedError(f"{type(self).__name__} cannot add rows to a running batch")
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token ids [B, S], the tokenizer's mask, and the conditioning mask (all zero for an empty prompt)."""
@@ -241,6 +248,11 @@ class MusicGenerator(BaseMusicGenerator):
             )
         card = replace(self.card, metrics={}, notes="untrained: random decoder, this model's text encoder and codec")
         return MusicGenerator(configure(fresh), self.processor, card)
+
+    joins_running_batches = True
+
+    def row_decoder(self, max_positions: int) -> RowDecoder:
+        return RowDecoder(self.model.decoder, max_positions)
 
     # -- text and audio ------------------------------------------------------------------------
 

@@ -42,12 +42,16 @@ class StreamingCodecDecoder:
 
     def push(self, frames: torch.Tensor) -> np.ndarray | None:
         """Add new frames; return a chunk when enough have accumulated, else None."""
+        end_frame = self.add(frames)
+        return None if end_frame is None else self._emit(end_frame)
+
+    def add(self, frames: torch.Tensor) -> int | None:
+        """`push` without the decoding: the frame a chunk is due up to, else None. A caller batching several
+        streams decodes `window(end_frame)` of each (stacked when equally long) and hands the audio to `finish`."""
         self.frames = frames if self.frames is None else torch.cat([self.frames, frames], dim=2)
         ready = self.frames.shape[2] - self.lookahead
         wanted = self.first_chunk_frames if self.emitted_frames == 0 else self.chunk_frames
-        if ready - self.emitted_frames < wanted:
-            return None
-        return self._emit(ready)
+        return ready if ready - self.emitted_frames >= wanted else None
 
     def flush(self) -> np.ndarray | None:
         """The rest of the audio, once no more frames will come."""
@@ -55,9 +59,13 @@ class StreamingCodecDecoder:
             return None
         return self._emit(self.frames.shape[2], final=True)
 
-    def _emit(self, end_frame: int, final: bool = False) -> np.ndarray:
+    def window(self) -> torch.Tensor:
+        """The frames the next chunk decodes: the left context already played, then everything new."""
+        return self.frames[:, :, max(0, self.emitted_frames - self.left_context) :]
+
+    def finish(self, audio: np.ndarray, end_frame: int, final: bool = False) -> np.ndarray:
+        """The chunk up to `end_frame` from `audio`, the decoded `window()`."""
         start = max(0, self.emitted_frames - self.left_context)
-        audio = self.decode(self.frames[:, :, start:])
         offset = (self.emitted_frames - start) * self.hop
         stop = (end_frame - start) * self.hop
         chunk = audio[:, offset:stop].copy()
@@ -67,3 +75,6 @@ class StreamingCodecDecoder:
         self.tail = None if final else audio[:, stop : stop + self.crossfade]
         self.emitted_frames = end_frame
         return chunk
+
+    def _emit(self, end_frame: int, final: bool = False) -> np.ndarray:
+        return self.finish(self.decode(self.window()), end_frame, final)

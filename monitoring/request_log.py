@@ -213,6 +213,9 @@ class RequestLogger:
     # -- the worker ------------------------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        from model.torch_threads import keep_to_one_thread  # imports torch: not before a record needs it
+
+        keep_to_one_thread()  # the generation engine's worker has the cores (model/torch_threads.py)
         deadline: float | None = None  # when the oldest unwritten row must be written
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -211,9 +211,11 @@ def serve(
 ) -> None:
     """Serve a model here: the web page and streaming API (front) and the KServe predictor, on 127.0.0.1."""
     from components.params import ParamsError, load_section
+    from model.torch_threads import keep_to_one_thread
     from monitoring.reference import DEFAULT_REFERENCE_DIR
     from serving.local import FALLBACK_PRESET, default_model, request_logger, serve_locally
 
+    threads = keep_to_one_thread()  # before the reference build loads anything: the engine's worker takes the cores
     source = model or default_model()
     if source == FALLBACK_PRESET and model is None:
         typer.secho(
@@ -229,7 +231,7 @@ def serve(
             evaluation = Path(settings.reference if settings else "artifacts/evaluation")
             logger = request_logger(source, log_dir, evaluation, DEFAULT_REFERENCE_DIR, typer.echo)
         ports = (predictor_port, grpc_port) if predictor else None
-        serve_locally(source, backend, port, ports, api_key, typer.echo, request_log=logger)
+        serve_locally(source, backend, port, ports, api_key, typer.echo, request_log=logger, threads=threads)
     except (OSError, RuntimeError, TimeoutError, ParamsError) as error:
         raise fail(str(error).splitlines()[0]) from None
 

@@ -85,10 +85,14 @@ class LocalBackend:
         batch_window_s: float = 0.02,
         chunk_frames: int = 25,  # 0.5 s: each chunk re-decodes the codec's left context; small chunks cost speed
         first_chunk_frames: int = 4,
+        join: bool = True,
+        threads: int | None = None,
         **load_options: Any,
     ) -> None:
         """`model` is a model directory or preset name loaded with `load_generator(model, backend)`, or an
-        already loaded generator (tests share one between apps)."""
+        already loaded generator (tests share one between apps). `join`: requests may join a running batch
+        (the torch backend; see serving/engine.py). `threads`: the engine worker's torch threads (see
+        model/torch_threads.py)."""
         generator = model if isinstance(model, BaseMusicGenerator) else load_generator(model, backend, **load_options)
         self.generator = generator
         self.engine = GenerationEngine(
@@ -98,6 +102,8 @@ class LocalBackend:
             batch_window_s=batch_window_s,
             chunk_frames=chunk_frames,
             first_chunk_frames=first_chunk_frames,
+            join=join,
+            threads=threads,
         )
         self._started = False
 

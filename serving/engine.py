@@ -1,16 +1,21 @@
-"""The generation engine every server here shares: a bounded queue of requests, dynamic batching, and
-per-request audio streams, over one loaded generator (torch or ONNX Runtime backend).
+"""The generation engine every server here shares: a bounded queue of requests, continuous batching,
+and per-request audio streams, over one loaded generator (torch or ONNX Runtime backend).
 
 One worker thread owns the model (generation is CPU- or GPU-bound and the model is not thread-safe);
 asyncio code submits requests and reads chunks. The worker takes the oldest request, waits up to
 `batch_window_s` for others it can share a batch with, and generates them as one batch, handing each
-row's chunks to its stream as they are decoded. Requests share a batch when their generation
-parameters are equal and none fixes a seed: rows of one batch draw from one random generator, so a
-seeded request runs alone and stays reproducible whatever else is queued.
+row's chunks to its stream as they are decoded. Requests share a batch when their sampling settings
+are equal and none fixes a seed: rows of one batch draw from one random generator, so a seeded request
+runs alone and stays reproducible whatever else is queued.
 
-A cancelled stream (a client that went away) stops its batch at the next decoding step once every
-stream in the batch is gone. A full queue refuses new requests at once (`EngineBusy`) instead of
-letting latency grow without bound.
+On the torch backend a batch is continuous (model/continuous_batch.py): a compatible request that
+arrives while it decodes joins it at the next decoding step, whatever its duration, and every row
+leaves the step it is done or its stream is cancelled (a client that went away). Joining stops while an
+incompatible request waits, so that one runs next instead of waiting behind an endless batch. Requests
+longer than one context window (generated in windows) and the ONNX backend, whose graphs put every row
+at one position, batch only when a batch starts: equal durations, and a cancelled stream stops its
+batch once every stream in it is gone. A full queue refuses new requests at once (`EngineBusy`) instead
+of letting latency grow without bound.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
+from model.continuous_batch import ContinuousBatch, join_key
 from model.generator import BaseMusicGenerator
 from model.params import GenerationParams
 
@@ -94,11 +101,13 @@ class AudioStream:
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
-def batch_key(params: GenerationParams) -> tuple | None:
-    """Requests with equal keys can share a batch; None: this one runs alone (it fixes a seed, or beams)."""
+def batch_key(params: GenerationParams, join: bool = False) -> tuple | None:
+    """Requests with equal keys can share a batch; None: this one runs alone (it fixes a seed, or beams).
+
+    With `join` (a continuous batch) durations may differ: each row leaves when its own audio is done."""
     if params.seed is not None or params.num_beams > 1:
         return None
-    return (params.duration, params.guidance_scale, params.temperature, params.top_k, params.top_p)
+    return join_key(params) if join else (params.duration, *join_key(params))
 
 
 class GenerationEngine:
@@ -112,8 +121,15 @@ class GenerationEngine:
         batch_window_s: float = 0.02,
         chunk_frames: int = 25,  # 0.5 s: each chunk re-decodes the codec's left context; small chunks cost speed
         first_chunk_frames: int = 4,
+        join: bool = True,
+        threads: int | None = None,
     ) -> None:
+        """`join`: let requests join a running batch where the backend can (False: batch only at the start).
+        `threads`: torch's intra-op threads for the worker (default: what the creating thread has); see
+        model/torch_threads.py for why a server's other threads keep to one."""
         self.generator = generator
+        self.threads = threads or torch.get_num_threads()
+        self.join = join and generator.joins_running_batches
         self.max_batch, self.max_queue, self.batch_window_s = max_batch, max_queue, batch_window_s
         self.chunking = {"chunk_frames": chunk_frames, "first_chunk_frames": first_chunk_frames}
         self._queue: queue.Queue[AudioStream | None] = queue.Queue()
@@ -122,6 +138,7 @@ class GenerationEngine:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.active = 0  # streams in the running batch
+        self.joined = 0  # requests that joined a batch already decoding (a counter for tests and metrics)
         self.stopping = False
 
     @property
@@ -164,11 +181,11 @@ class GenerationEngine:
         first = self._waiting.pop(0) if self._waiting else self._queue.get()
         if first is None:
             return None
-        batch, key = [first], batch_key(first.params)
+        batch, key = [first], self._key(first.params)
         deadline = time.perf_counter() + self.batch_window_s
         # Look for company among what waits, then for what arrives within the window.
         for stream in list(self._waiting):
-            if key is not None and len(batch) < self.max_batch and batch_key(stream.params) == key:
+            if key is not None and len(batch) < self.max_batch and self._key(stream.params) == key:
                 self._waiting.remove(stream)
                 batch.append(stream)
         while key is not None and len(batch) < self.max_batch:
@@ -179,10 +196,17 @@ class GenerationEngine:
             if stream is None:
                 self._queue.put(None)  # let the loop see the stop after this batch
                 break
-            (batch if batch_key(stream.params) == key else self._waiting).append(stream)
+            (batch if self._key(stream.params) == key else self._waiting).append(stream)
         return batch
 
+    def _joins(self, params: GenerationParams) -> bool:
+        return self.join and ContinuousBatch.fits(self.generator, params)
+
+    def _key(self, params: GenerationParams) -> tuple | None:
+        return batch_key(params, join=self._joins(params))
+
     def _work(self) -> None:
+        torch.set_num_threads(self.threads)  # this thread's OpenMP pool: the one that runs the model
         while True:
             batch = self._next_batch()
             if batch is None or self.stopping:
@@ -195,29 +219,103 @@ class GenerationEngine:
             for stream in batch:
                 if stream.cancelled:
                     stream._put(_END)
-            if live:
+            if live and self._joins(live[0].params):
+                self._run_continuous(live)
+            elif live:
                 self._run(live)
 
-    def _run(self, batch: list[AudioStream]) -> None:
-        started = time.perf_counter()
-        params = batch[0].params
+    @staticmethod
+    def _seeded(params: GenerationParams) -> GenerationParams:
         if params.seed is None:  # one seed for the batch, drawn here so every stream can report it
             params = replace(params, seed=int(np.random.default_rng().integers(2**31)))
+        return params
+
+    @staticmethod
+    def _started(stream: AudioStream, seed: int, batch_size: int) -> None:
+        stream.stats.seed, stream.stats.batch_size = seed, batch_size
+        stream.stats.queued_s = time.perf_counter() - stream.submitted
+
+    def _deliver(self, stream: AudioStream, chunk: np.ndarray) -> None:
+        now = time.perf_counter()
+        if stream.stats.first_chunk_s is None:
+            stream.stats.first_chunk_s = now - stream.submitted
+        stream.stats.audio_s += chunk.shape[0] / self.sample_rate
+        stream.stats.generation_s = now - stream.submitted
+        stream._put(chunk.astype(np.float32, copy=False))
+
+    def _run_continuous(self, batch: list[AudioStream]) -> None:
+        params = self._seeded(batch[0].params)
+        key = self._key(batch[0].params)  # None for a seeded request: nobody joins it
+        rows = ContinuousBatch(self.generator, params, params.seed, **self.chunking)
+        members = list(batch)  # taken into this batch and not ended yet
+        for stream in batch:
+            self._started(stream, params.seed, len(batch))
+        ending: object = _END  # what members still open at the end get: stopping ends them, an error fails them
+        try:
+            rows.add([(stream, stream.prompt, stream.params.duration) for stream in batch])
+            while len(rows) and not self.stopping:
+                self.active = len(rows)
+                ended = []
+                for emitted in rows.step():
+                    if emitted.chunk is not None and emitted.chunk.size:
+                        self._deliver(emitted.handle, emitted.chunk)
+                    if emitted.done:
+                        ended.append(emitted.handle)
+                for stream in [row.handle for row in rows.rows if row.handle.cancelled]:
+                    rows.remove(stream)  # gone at once: the rest of the batch goes on
+                    ended.append(stream)
+                for stream in ended:
+                    members.remove(stream)
+                    stream._put(_END)
+                if key is not None:
+                    self._admit(rows, key, params.seed, members)
+        except Exception as error:  # handed to every waiting client; the worker lives on
+            ending = error
+        finally:
+            self.active = 0
+        for stream in members:
+            stream._put(ending)
+
+    def _admit(self, rows: ContinuousBatch, key: tuple, seed: int, members: list[AudioStream]) -> None:
+        """Between two decoding steps: compatible requests join (added to `members`), oldest first, up to
+        max_batch.
+
+        Joining stops at the oldest waiting request that cannot join, so it runs next."""
+        while True:
+            try:
+                stream = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if stream is None:
+                self._queue.put(None)  # the loop sees the stop after this batch
+                break
+            self._waiting.append(stream)
+        joining: list[AudioStream] = []
+        while self._waiting and len(rows) + len(joining) < self.max_batch and self._key(self._waiting[0].params) == key:
+            stream = self._waiting.pop(0)
+            with self._lock:
+                self._pending -= 1
+            if stream.cancelled:
+                stream._put(_END)
+                continue
+            joining.append(stream)
+        if joining:
+            for stream in joining:
+                self._started(stream, seed, len(rows) + len(joining))
+            members += joining
+            rows.add([(stream, stream.prompt, stream.params.duration) for stream in joining])
+            self.joined += len(joining)
+
+    def _run(self, batch: list[AudioStream]) -> None:
+        params = self._seeded(batch[0].params)
         self.active = len(batch)
         for stream in batch:
-            stream.stats.seed, stream.stats.batch_size = params.seed, len(batch)
-            stream.stats.queued_s = started - stream.submitted
+            self._started(stream, params.seed, len(batch))
         try:
             for chunk in self.generator.stream([s.prompt for s in batch], params, **self.chunking):
-                now = time.perf_counter()
                 for row, stream in enumerate(batch):
-                    if stream.cancelled:
-                        continue
-                    if stream.stats.first_chunk_s is None:
-                        stream.stats.first_chunk_s = now - stream.submitted
-                    stream.stats.audio_s += chunk.shape[1] / self.sample_rate
-                    stream.stats.generation_s = now - stream.submitted
-                    stream._put(chunk[row].astype(np.float32, copy=False))
+                    if not stream.cancelled:
+                        self._deliver(stream, chunk[row])
                 if all(stream.cancelled for stream in batch) or self.stopping:
                     break  # nobody listens: stop at this step and free the worker
         except Exception as error:  # handed to every waiting client; the worker lives on

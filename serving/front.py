@@ -378,6 +378,7 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, startu
 def main() -> None:
     import typer
 
+    from model.torch_threads import keep_to_one_thread
     from serving.backends import LocalBackend, RemoteBackend
 
     def run(
@@ -392,11 +393,17 @@ def main() -> None:
         max_concurrent_streams: Annotated[int, typer.Option()] = 8,
         max_queue: Annotated[int, typer.Option()] = 16,
         log_dir: Annotated[str | None, typer.Option(help="Log every request here for monitoring.")] = None,
+        join: Annotated[
+            bool, typer.Option(help="Let requests join a batch that is already decoding (torch backend).")
+        ] = True,
     ) -> None:
         """Serve the musicops front: the web page, the REST and streaming API, /metrics."""
         if (model is None) == (remote is None):
             raise typer.BadParameter("give --model (served here) or --remote (a V2 endpoint), not both")
-        source = RemoteBackend(remote, remote_model) if remote else LocalBackend(model, backend)
+        threads = keep_to_one_thread()  # before any torch work here: the engine's worker takes the cores
+        source = (
+            RemoteBackend(remote, remote_model) if remote else LocalBackend(model, backend, join=join, threads=threads)
+        )
         request_log = None
         if log_dir:  # without a local model there is no text encoder: the log has no prompt embeddings
             from monitoring.request_log import RequestLogger

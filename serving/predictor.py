@@ -58,6 +58,7 @@ from kserve.protocol.rest.server import RESTServer
 from model.errors import ModelInputError, first_line
 from model.generator import BACKENDS, load_generator, resolve_backend
 from model.params import GenerationParams
+from model.torch_threads import keep_to_one_thread
 from serving.engine import AudioStream, EngineBusy, EngineStopped, GenerationEngine
 from serving.launch import READY_LINE
 
@@ -217,8 +218,11 @@ class MusicGenModel(kserve.Model):
         backend: str = "auto",
         max_batch: int = 8,
         max_queue: int = 32,
+        threads: int | None = None,
     ) -> None:
+        """`threads`: the engine worker's torch threads (see model/torch_threads.py)."""
         super().__init__(name)
+        self.threads = threads
         self.model_dir, self.backend = model_dir, resolve_backend(model_dir, backend)
         self.max_batch, self.max_queue = max_batch, max_queue
         # Not `self.engine`: kserve.Model uses that name for its own (LLM) engine flag.
@@ -226,7 +230,9 @@ class MusicGenModel(kserve.Model):
 
     def load(self) -> bool:
         generator = load_generator(self.model_dir, self.backend)
-        self.generation = GenerationEngine(generator, max_batch=self.max_batch, max_queue=self.max_queue)
+        self.generation = GenerationEngine(
+            generator, max_batch=self.max_batch, max_queue=self.max_queue, threads=self.threads
+        )
         self.ready = True
         return self.ready
 
@@ -449,9 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_batch", type=int, default=8, help="requests generated together at most")
     parser.add_argument("--max_queue", type=int, default=32, help="waiting requests before 503s")
     options = parser.parse_args(argv)
+    threads = keep_to_one_thread()  # before any torch work here: the engine's worker takes the cores
     try:
         model = MusicGenModel(
-            options.model_dir, options.model_name, options.backend, options.max_batch, options.max_queue
+            options.model_dir, options.model_name, options.backend, options.max_batch, options.max_queue, threads
         )
         model.load()
     except ModelInputError as error:

@@ -1,13 +1,16 @@
-"""The generation engine: batching of compatible requests, seeded requests alone and reproducible,
-streams whose chunks add up to the whole clip, cancellation freeing the worker, and a bounded queue."""
+"""The generation engine: batching of compatible requests, requests joining a running batch, seeded
+requests alone and reproducible, streams whose chunks add up to the whole clip, cancellation freeing the
+worker (or just the stream's row), and a bounded queue."""
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
 from model.errors import ModelInputError
 from model.params import GenerationParams
+from model.row_decoder import RowDecoder
 from serving.engine import EngineBusy, GenerationEngine, batch_key
 
 pytestmark = pytest.mark.integration
@@ -30,8 +33,97 @@ def test_only_unseeded_requests_with_equal_settings_share_a_batch():
     base = GenerationParams(duration=1.0)
     assert batch_key(base) == batch_key(GenerationParams(duration=1.0))
     assert batch_key(base) != batch_key(GenerationParams(duration=2.0))
+    assert batch_key(base, join=True) == batch_key(GenerationParams(duration=2.0), join=True)
+    assert batch_key(base, join=True) != batch_key(GenerationParams(duration=1.0, top_k=10), join=True)
     assert batch_key(GenerationParams(duration=1.0, seed=3)) is None
     assert batch_key(GenerationParams(duration=1.0, num_beams=2)) is None
+
+
+@pytest.fixture
+def slow_steps(monkeypatch):
+    """Decoding steps of 5 ms and a record of how many rows each had: a running batch lasts long enough
+    for requests to arrive while it decodes."""
+    rows: list[int] = []
+    step = RowDecoder.step
+
+    def slow(self, tokens):
+        rows.append(tokens.shape[0])
+        time.sleep(0.005)
+        return step(self, tokens)
+
+    monkeypatch.setattr(RowDecoder, "step", slow)
+    return rows
+
+
+async def _first_chunk(stream) -> None:
+    async for _ in stream:
+        return
+
+
+def test_a_request_arriving_mid_batch_joins_it_and_sounds_as_it_would_alone(micro, slow_steps):
+    greedy = GenerationParams(duration=1.0, temperature=0.0)  # draws nothing: company cannot change a clip
+
+    async def body(engine):
+        first = engine.submit("drums and bass", greedy)
+        first_audio = asyncio.ensure_future(first.audio())
+        while first.stats.first_chunk_s is None:
+            await asyncio.sleep(0.005)
+        late = engine.submit("a slow waltz", GenerationParams(duration=0.4, temperature=0.0))
+        late_audio = await late.audio()
+        return first, await first_audio, late, late_audio, engine.joined
+
+    first, first_audio, late, late_audio, joined = _run(lambda: GenerationEngine(micro), body)
+    assert joined == 1 and late.stats.batch_size == 2 and first.stats.batch_size == 1
+    # The late request's audio began and ended while the first one was still decoding.
+    assert late.submitted + late.stats.generation_s < first.submitted + first.stats.generation_s
+    assert max(slow_steps) == 4  # two requests, each a conditional and an unconditional row
+    alone = micro.stream(["a slow waltz"], GenerationParams(duration=0.4, temperature=0.0))
+    np.testing.assert_allclose(late_audio, np.concatenate([c[0] for c in alone]), atol=1e-4)
+    assert first_audio.shape == (micro.sample_rate,) and late_audio.shape == (round(0.4 * micro.sample_rate),)
+
+
+def test_without_joining_a_late_request_waits_for_the_running_batch(micro):
+    async def body(engine):
+        first = engine.submit("drums and bass", GenerationParams(duration=8.0))
+        first_audio = asyncio.ensure_future(first.audio())
+        await asyncio.sleep(0.1)  # it is decoding
+        late = engine.submit("a slow waltz", GenerationParams(duration=8.0))
+        await asyncio.gather(first_audio, late.audio())
+        return first, late, engine.joined
+
+    first, late, joined = _run(lambda: GenerationEngine(micro, join=False), body)
+    assert joined == 0 and late.stats.batch_size == 1
+    assert late.submitted + late.stats.queued_s >= first.submitted + first.stats.generation_s
+
+
+def test_a_cancelled_stream_leaves_a_shared_batch_at_once(micro, slow_steps):
+    params = GenerationParams(duration=1.0)
+
+    async def body(engine):
+        stay, leave = engine.submit("stays", params), engine.submit("leaves", params)
+        await _first_chunk(leave)
+        leave.cancel()
+        return await stay.audio(), leave.stats
+
+    clip, left = _run(lambda: GenerationEngine(micro, batch_window_s=0.5), body)
+    assert left.batch_size == 2 and left.audio_s < 1.0
+    assert clip.shape == (micro.sample_rate,)  # the other stream went on to the end
+    frames = micro.frames_for(1.0) + micro.num_codebooks
+    assert slow_steps[0] == 4 and slow_steps[-1] == 2 and len(slow_steps) == frames - 1
+
+
+def test_a_waiting_request_that_cannot_join_runs_before_later_joiners(micro, slow_steps):
+    async def body(engine):
+        first = engine.submit("first", GenerationParams(duration=1.0))
+        await _first_chunk(first)
+        other = engine.submit("other settings", GenerationParams(duration=0.3, guidance_scale=1.5))
+        later = engine.submit("could join", GenerationParams(duration=0.3))
+        await asyncio.gather(first.audio(), other.audio(), later.audio())
+        return other.stats, later.stats, engine.joined
+
+    other, later, joined = _run(lambda: GenerationEngine(micro), body)
+    assert joined == 0  # the compatible one did not jump the queue by joining
+    assert other.queued_s < later.queued_s
 
 
 def test_concurrent_requests_run_as_one_batch_and_each_gets_its_clip(micro):
