@@ -48,7 +48,7 @@ class StreamStats:
     """What one request cost: measured on the worker, reported at the end of a stream."""
 
     seed: int | None = None
-    batch_size: int = 0
+    batch_size: int = 0  # requests in its batch when it started (a joiner counts those already decoding)
     queued_s: float = 0.0  # submit to the start of its batch
     first_chunk_s: float | None = None  # submit to its first audio chunk
     generation_s: float = 0.0  # submit to its last chunk
