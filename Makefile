@@ -11,7 +11,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install demo serve test test-slow lint bench lock clean
+.PHONY: install triton-env demo serve test test-slow lint bench lock clean
 
 install: $(STAMP)
 
@@ -29,6 +29,23 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PIP) install --no-deps fadtk==1.1.0 frechet-audio-distance==0.3.4 $(QUIET_PIP)
 	@touch $(STAMP)
 
+# A real Triton server (the one inside nvidia-pytriton's wheel: CPU, Python backend) for
+# tests/test_triton_server.py. It needs numpy<2, so it gets its own environment with what the
+# repository's models import (serving/triton_server.py says how the server is started).
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.musicops-installed
+TRITON_PIP := $(TRITON_VENV)/bin/python -m pip --disable-pip-version-check -q
+
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP): constraints.txt Makefile
+	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	@echo "installing a Triton server (nvidia-pytriton 0.7.0) into $(TRITON_VENV) ..."
+	@$(TRITON_PIP) install torch==2.13.0 $(QUIET_PIP)
+	@grep -E '^(transformers|tokenizers|safetensors|onnxruntime|huggingface-hub)==' constraints.txt > $(TRITON_VENV)/pins.txt
+	@$(TRITON_PIP) install -c $(TRITON_VENV)/pins.txt 'numpy<2' nvidia-pytriton==0.7.0 transformers tokenizers safetensors onnxruntime $(QUIET_PIP)
+	@touch $(TRITON_STAMP)
+
 demo: install
 	@$(BIN)/musicops demo
 
@@ -36,7 +53,7 @@ demo: install
 serve: install
 	@$(BIN)/musicops serve
 
-test: install
+test: install triton-env
 	@$(BIN)/ruff check .
 	@$(BIN)/pytest -m "not slow"
 
@@ -57,4 +74,4 @@ lock: install
 	@$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fadtk|frechet[-_]audio[-_]distance)==' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache
