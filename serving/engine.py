@@ -264,6 +264,7 @@ class GenerationEngine:
                 for stream in [row.handle for row in rows.rows if row.handle.cancelled]:
                     rows.remove(stream)  # gone at once: the rest of the batch goes on
                     ended.append(stream)
+                self.active = len(rows)  # before the ends go out: a client that saw its end sees the count
                 for stream in ended:
                     members.remove(stream)
                     stream._put(_END)
