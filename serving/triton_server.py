@@ -48,15 +48,16 @@ def triton_home(venv: Path = TRITON_VENV) -> Path:
     return home
 
 
-FUTURE = "from __future__ import annotations\n"
-# This server's stubs embed the machine's Python, whose own numpy (2.x) they cannot read tensors with: a model.py
-# that imports numpy before the backend's utils would get it. Importing the utils first puts .venv-triton first.
+# This server's stubs embed the machine's Python, whose own numpy (2.x) they cannot read tensors with, and they
+# import a model as the package `<version>.model`, before the backend's utils. A version folder's __init__.py runs
+# first: importing the utils there (see _backends) puts .venv-triton first, and model.py stays byte for byte as written.
 PACKAGES_FIRST = "import triton_python_backend_utils  # noqa: F401  (serving/triton_server.py: .venv-triton first)\n"
 
 
 def with_onnx_stand_ins(repository: Path, out_dir: Path) -> Path:
     """A copy of `repository` for this server: its onnxruntime-backend models run on the Python backend (same
-    configs otherwise), and every Python model imports the backend's utils first (see PACKAGES_FIRST)."""
+    configs otherwise), and every Python model's version folder gets an __init__.py that imports the backend's
+    utils first (see PACKAGES_FIRST); no model.py of the repository is changed."""
     shutil.copytree(repository, out_dir)
     for config in out_dir.glob("*/config.pbtxt"):
         text = config.read_text()
@@ -66,10 +67,9 @@ def with_onnx_stand_ins(repository: Path, out_dir: Path) -> Path:
                 if (version / "model.onnx").exists():
                     shutil.copy2(STAND_IN, version / "model.py")
     for model_py in out_dir.glob("*/*/model.py"):
-        code = model_py.read_text()
-        if PACKAGES_FIRST not in code:
-            head, future, tail = code.partition(FUTURE)
-            model_py.write_text(head + future + PACKAGES_FIRST + tail if future else PACKAGES_FIRST + code)
+        init = model_py.with_name("__init__.py")
+        if not init.exists():
+            init.write_text(PACKAGES_FIRST)
     return out_dir
 
 
@@ -100,9 +100,9 @@ class TritonServer:
             if path.is_file():
                 shutil.copy2(path, python / path.name)
         shutil.copy2(self.home / "python_backend_stubs" / PYTHON_VERSION / "triton_python_backend_stub", python)
-        # The stubs embed the Python they were built for and ignore PYTHONPATH, but each imports this backend's
-        # triton_python_backend_utils.py before anything else (before numpy, too): its copy here puts the
-        # environment's packages (numpy<2) and the project first on sys.path.
+        # The stubs embed the Python they were built for and ignore PYTHONPATH. This copy of the backend's
+        # triton_python_backend_utils.py puts the environment's packages (numpy<2) and the project first on
+        # sys.path when imported, which every version folder's __init__.py does first (see PACKAGES_FIRST).
         utils = python / "triton_python_backend_utils.py"
         paths = [str(site_packages(self.venv)), str(ROOT)]
         utils.write_text(
