@@ -3,11 +3,13 @@
     python -m components.evaluate --params params.yaml --model artifacts/model \\
         --corpus artifacts/data/corpus --out artifacts/evaluation
 
-Three systems are measured on the same prompts: `model` (the trained model), `untrained` (the same
-model with a freshly initialised decoder: what training bought) and `real` (the held-out clips
-themselves: the ceiling of every estimator; for FAD, the floor is real training audio against the
-real held-out audio). Measured: Fréchet Audio Distance with each configured embedder (numbers from
-different embedders are not comparable), prompt adherence (tempo, key, a label classifier's accuracy
+Four systems are measured on the same prompts: `model` (the trained model), `untrained` (the same
+model with a freshly initialised decoder: what training bought), `codec` (the held-out clips encoded
+and decoded by the model's codec: the best its decoder's tokens can sound, so the ceiling of what any
+decoder over this codec can reach) and `real` (the held-out clips themselves: the ceiling of every
+estimator; for FAD, the floor is real training audio against the real held-out audio). Measured:
+Fréchet Audio Distance with each configured embedder (numbers from different embedders are not
+comparable), prompt adherence (tempo, key, a label classifier's accuracy
 and KL), and audio quality (model.audio_quality).
 
 The output folder holds `metrics.json` (read by `dvc metrics show/diff`), `decision.json` (the
@@ -43,7 +45,7 @@ from model.audio_quality import FEATURES, audio_features, snr_db
 from model.errors import ModelInputError
 from model.frechet import frechet_audio_distance, gaussian_stats
 
-SYSTEMS = ("model", "untrained", "real")
+SYSTEMS = ("model", "untrained", "codec", "real")
 
 
 class EvaluateError(ValueError):
@@ -141,6 +143,8 @@ def evaluate(
         audio["model"], model_seconds = _generate(generator, prompts, params, "model")
     audio["untrained"], _ = _generate(generator.untrained(params.seed), prompts, params, "untrained")
     audio["real"] = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in tests]
+    with torch.inference_mode():
+        audio["codec"] = [generator.decode_audio(generator.encode_audio(a[None]))[0][:length] for a in audio["real"]]
     reference_audio = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in references]
 
     # Frame embeddings per embedder and system; the FAD floor compares real training and test audio.
@@ -156,16 +160,16 @@ def evaluate(
             frames[name]["reference"] = [embedder.embed(a, rate) for a in reference_audio]
     fad = {
         name: {
-            "model": frechet_audio_distance(np.concatenate(f["model"]), np.concatenate(f["real"])),
-            "untrained": frechet_audio_distance(np.concatenate(f["untrained"]), np.concatenate(f["real"])),
-            "real": frechet_audio_distance(np.concatenate(f["reference"]), np.concatenate(f["real"])),
+            system: frechet_audio_distance(
+                np.concatenate(f["reference" if system == "real" else system]), np.concatenate(f["real"])
+            )
+            for system in SYSTEMS
         }
         for name, f in frames.items()
     }
 
     rows = _per_prompt_rows(tests, references, audio, frames, params, rate)
-    with torch.inference_mode():  # the codec's reconstruction of real audio: the one SNR with a reference
-        snr = [snr_db(a, generator.decode_audio(generator.encode_audio(a[None]))[0]) for a in audio["real"]]
+    snr = [snr_db(real, codec) for real, codec in zip(audio["real"], audio["codec"], strict=True)]
     metrics = {
         "fad": fad,
         "adherence": _summaries(rows, list(ADHERENCE)),

@@ -147,8 +147,9 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
     assert metrics == json.loads(json.dumps(result.metrics))
     assert set(metrics["fad"]) == {"mel", "encodec"}
     for values in metrics["fad"].values():
-        assert set(values) == {"model", "untrained", "real"} and all(v >= 0 for v in values.values())
+        assert set(values) == {"model", "untrained", "codec", "real"} and all(v >= 0 for v in values.values())
     assert set(metrics["adherence"]) == set(ADHERENCE)
+    assert all(set(values) == {"model", "untrained", "codec", "real"} for values in metrics["adherence"].values())
     assert set(metrics["quality"]) == set(FEATURES)
     assert metrics["prompts"] == 2 and metrics["real_time_factor"] > 0
     decision = json.loads((out / "decision.json").read_text())
@@ -169,9 +170,9 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
         assert info.label in page
     for check in decision["checks"]:
         assert str(markupsafe.escape(check["rule"])) in page
-    # Self-contained: two prompts x three systems of inline audio and spectrograms, nothing fetched.
-    assert page.count('src="data:audio/mpeg;base64,') == 6
-    assert page.count('src="data:image/png;base64,') == 6 + 1  # and the summary chart
+    # Self-contained: two prompts x four systems of inline audio and spectrograms, nothing fetched.
+    assert page.count('src="data:audio/mpeg;base64,') == 8
+    assert page.count('src="data:image/png;base64,') == 8 + 1  # and the summary chart
     assert not re.search(r'src="https?://', page)
 
 

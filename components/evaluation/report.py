@@ -58,13 +58,13 @@ def number(value: Any, digits: int = 3) -> str:
 
 
 def summary_chart_uri(metrics: dict[str, Any]) -> str:
-    """Bars of the model beside both baselines: FAD per embedder, and each adherence share."""
+    """Bars of the model beside its baselines: FAD per embedder, and each adherence share."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"model": "#1565c0", "untrained": "#9e9e9e", "real": "#2e7d32"}
+    colours = {"model": "#1565c0", "untrained": "#9e9e9e", "codec": "#a1887f", "real": "#2e7d32"}
     panels = [(f"FAD ({name}) ↓", values) for name, values in metrics["fad"].items()]
     panels += [
         (f"{name} ↑", metrics["adherence"][name])
