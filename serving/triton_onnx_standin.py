@@ -12,12 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# isort: off
-# First: serving/triton_server.py's copy of this module puts the server environment's packages on sys.path.
-import triton_python_backend_utils as pb_utils
 import numpy as np
 import onnxruntime as ort
-# isort: on
+import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
