@@ -10,6 +10,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from typer.testing import CliRunner
 
 from components import train_codec as stage
 from components.codec.data import CropSampler, training_files
+from components.codec.losses import SpectrumLoss
+from components.codec.metrics import frame_template_share
 from components.codec.model import TrainableCodec
 from components.corpus.manifest import Clip, write_manifest
 from components.params import CodecParams, DataParams
@@ -34,7 +37,8 @@ SECONDS = 1.5
 _TINY = presets.get_preset("tiny")
 MICRO = replace(_TINY, name="micro", codec=replace(_TINY.codec, num_filters=4, hidden_size=16, codebook_size=32))
 DATA = DataParams(sample_rate=SR)
-PARAMS = CodecParams(steps=8, batch_size=4, segment_seconds=0.5, learning_rate=1e-3, valid_clips=2)
+# Without the discriminator (the default has one from step 0): test_adversarial_phase_joins_at_its_step adds it.
+PARAMS = CodecParams(steps=8, batch_size=4, segment_seconds=0.5, learning_rate=1e-3, valid_clips=2, adversarial=False)
 TIMING = ("train_seconds", "seconds_per_step", "kmeans_init_seconds")
 
 
@@ -99,6 +103,42 @@ def test_saved_codec_encodes_and_decodes_exactly_as_trained(corpus: Path, tmp_pa
     assert all(len(codes[:, book].unique()) > 1 for book in range(codes.shape[1]))
 
 
+def test_frame_template_share_tells_a_repeated_frame_from_audio_that_follows_the_codes() -> None:
+    class Decoder:  # decodes any codes to the audio it is given
+        config = codec_config(MICRO)
+
+        def __init__(self, audio: np.ndarray) -> None:
+            self.audio = torch.from_numpy(audio)
+
+        def eval(self) -> None:
+            pass
+
+        def decode(self, codes, scales):
+            return SimpleNamespace(audio_values=self.audio[None, None])
+
+    hop, frames = int(np.prod(MICRO.codec.upsampling_ratios)), 250
+    rng = np.random.default_rng(0)
+    template, noise = np.tile(rng.standard_normal(hop), frames), rng.standard_normal(hop * frames)
+    assert frame_template_share(Decoder(template)) == pytest.approx(1.0)
+    assert frame_template_share(Decoder(noise)) < 0.02
+    assert frame_template_share(Decoder(template + noise)) == pytest.approx(0.5, abs=0.05)
+    # transformers' EnCodec decoder at PyTorch's default init is the first kind: its biases become a template
+    torch.manual_seed(0)
+    untrained = EncodecModel(codec_config(_TINY))
+    for layer in untrained.quantizer.layers:
+        layer.codebook.embed.normal_()
+    assert frame_template_share(untrained) > 0.9
+
+
+def test_spectrum_loss_hears_a_semitone() -> None:
+    time = torch.arange(SR) / SR
+    a, b_flat = torch.sin(2 * torch.pi * 220.0 * time), torch.sin(2 * torch.pi * 233.08 * time)
+    loss = SpectrumLoss(SR)
+    assert loss(a[None], a[None]) == 0
+    # a semitone off costs far more than 1% too loud (log10 1.01^2 = 0.0086 in every bin)
+    assert loss(b_flat[None], a[None]) > 5 * loss(1.01 * a[None], a[None])
+
+
 def test_output_is_a_loadable_encodec_with_metrics(trained: stage.CodecReport) -> None:
     out = trained.out_dir
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "metrics.json"} <= {
@@ -114,7 +154,8 @@ def test_output_is_a_loadable_encodec_with_metrics(trained: stage.CodecReport) -
     assert metrics["baselines"]["silence"]["snr_db"] == 0.0 and metrics["baselines"]["silence"]["si_snr_db"] is None
     for scores in (metrics, metrics["baselines"]["untrained"]):
         assert all(np.isfinite(scores[name]) for name in ("si_snr_db", "snr_db", "mel_distance"))
-    assert set(metrics["final_losses"]) == {"l1", "mel", "commit", "total"}
+        assert 0.0 <= scores["frame_template_share"] <= 1.0
+    assert set(metrics["final_losses"]) == {"l1", "mel", "spectrum", "commit", "total"}
 
 
 def test_same_seed_same_codec(corpus: Path, trained: stage.CodecReport, tmp_path: Path) -> None:
@@ -209,6 +250,7 @@ def test_cli_trains_and_reports(corpus: Path, tmp_path: Path, micro_preset: None
     assert result.exit_code == 0, result.output
     last = result.stdout.strip().splitlines()[-1]
     assert str(out) in last and "SI-SNR" in last and "log-mel distance" in last and "untrained" in last
+    assert "frame-rate template" in last
     assert EncodecModel.from_pretrained(out).config.codebook_size == MICRO.codec.codebook_size
 
 

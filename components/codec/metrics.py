@@ -4,7 +4,12 @@ Per clip, then averaged: SI-SNR (dB; scale-invariant, so it judges the waveform'
 SNR (dB; 0 for silence, so above 0 beats outputting nothing) and the log-mel distance (mean absolute
 difference of log10 mel power, 80 bands, 64 ms windows: 1.0 is a 10 dB error on average). For a codec also
 `codes_used`: how many distinct codes each codebook spends on all the clips, since a tokenizer whose
-codebooks collapse onto a few codes gives the language model little to learn, however the audio sounds.
+codebooks collapse onto a few codes gives the language model little to learn, however the audio sounds, and
+`frame_template_share`: how much of the decoder's output is one waveform repeated every frame, whatever
+the codes. A decoder's upsampling turns constant offsets (biases) into such a template, heard as a buzz at
+the frame rate and its harmonics (50, 100, 150 Hz ...: a dominant-seventh chord on G at 32 kHz / 640), and a
+log-mel loss hardly sees it: mel bands are wider than the comb's teeth. Where it dominates, the codec
+carries no pitch and every generated clip sounds in the template's key.
 """
 
 from __future__ import annotations
@@ -64,7 +69,22 @@ class Scorer:
     def codec(self, model: EncodecModel) -> dict[str, Any]:
         estimates, codes = zip(*(reconstruct(model, clip) for clip in self.clips), strict=True)
         used = [len(np.unique(book)) for book in np.concatenate(codes, axis=-1)]
-        return {**self.score(list(estimates)), "codes_used": used}
+        return {**self.score(list(estimates)), "codes_used": used, "frame_template_share": frame_template_share(model)}
+
+
+@torch.no_grad()
+def frame_template_share(model: EncodecModel, frames: int = 250, seed: int = 0) -> float:
+    """Share of the energy of random codes' decoded audio that is one frame-long waveform repeated every
+    frame (the per-frame mean): near 0 for a decoder that follows its codes, 1 for a pure template."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    shape = (1, 1, model.config.num_quantizers, frames)
+    codes = torch.randint(0, model.config.codebook_size, shape, generator=generator)
+    audio = model.decode(codes, [None]).audio_values[0, 0].double().numpy()
+    hop = int(np.prod(model.config.upsampling_ratios))
+    periods = audio[: frames * hop].reshape(frames, hop)
+    total = float(np.sum(periods**2))
+    return float(frames * np.sum(periods.mean(axis=0) ** 2) / total) if total > 0 else 0.0
 
 
 @torch.no_grad()
