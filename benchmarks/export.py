@@ -1,9 +1,10 @@
 """Torch eager vs ONNX Runtime fp32 vs ONNX Runtime INT8, side by side in one run.
 
-Two measurements, each at every batch size, with classifier-free guidance (so the decoder sees 2 x batch
-rows): the decoder's per-step latency (KV-cached single step, after a text prefill) and the end-to-end
-real-time factor of `generate` (text encoder, decoding loop with top-k sampling, codec decoder). The
-backends alternate within each repeat, so machine noise hits all alike; medians are reported.
+Three measurements, each at every batch size, with classifier-free guidance (so the decoder sees 2 x batch
+rows): the decoder's per-step latency (KV-cached single step, after a text prefill), the codec decoder's
+time for the whole clip's codes, and the end-to-end real-time factor of `generate` (text encoder,
+decoding loop with top-k sampling, codec decoder). The backends alternate within each repeat, so machine
+noise hits all alike; medians are reported.
 
     python benchmarks/export.py --model artifacts/model --onnx artifacts/onnx --batch 1 --batch 8
 
@@ -42,6 +43,15 @@ def step_latency(generator, batch: int, steps: int) -> float:
     return statistics.median(times)
 
 
+def codec_seconds(generator, batch: int, frames: int) -> float:
+    """Seconds the codec decoder takes for `frames` frames of random codes for each of `batch` clips."""
+    codes = torch.randint(0, 1024, (batch, generator.num_codebooks, frames), generator=torch.Generator().manual_seed(0))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        generator.decode_audio(codes)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("artifacts/model"), help="a trained model directory")
@@ -73,14 +83,20 @@ def main() -> None:
         f"model {args.model}, {args.duration:g} s per request, guidance 3, top-k 250, "
         f"{torch.get_num_threads()} torch threads, median of {args.repeats}\n"
     )
-    print("| batch | backend | decoder step ms | wall s | RTF per stream | RTF batch | speed-up vs torch |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print(
+        "| batch | backend | decoder step ms | codec decode s | wall s | RTF per stream | RTF batch "
+        "| speed-up vs torch |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    frames = backends["torch eager"].frames_for(args.duration)
     for batch in batches:
         latency: dict[str, list[float]] = {name: [] for name in backends}
+        codec: dict[str, list[float]] = {name: [] for name in backends}
         wall: dict[str, list[float]] = {name: [] for name in backends}
         for _ in range(args.repeats):
             for name, generator in backends.items():
                 latency[name].append(step_latency(generator, batch, args.steps))
+                codec[name].append(codec_seconds(generator, batch, frames))
                 started = time.perf_counter()
                 generator.generate([PROMPT] * batch, params)
                 wall[name].append(time.perf_counter() - started)
@@ -88,7 +104,8 @@ def main() -> None:
         for name in backends:
             seconds = medians[name]
             print(
-                f"| {batch} | {name} | {statistics.median(latency[name]) * 1000:.2f} | {seconds:.2f} | "
+                f"| {batch} | {name} | {statistics.median(latency[name]) * 1000:.2f} | "
+                f"{statistics.median(codec[name]):.2f} | {seconds:.2f} | "
                 f"{args.duration / seconds:.1f}x | {batch * args.duration / seconds:.1f}x | "
                 f"{medians['torch eager'] / seconds:.2f} |"
             )

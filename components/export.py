@@ -40,9 +40,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import typer
 
+from components.codec_graph import traceable_codec
 from components.params import ExportParams, ParamsError, load_section
 from model.atomic_io import atomic_directory
 from model.build import text_projection
@@ -208,58 +208,6 @@ class CodecDecoderGraph(torch.nn.Module):
         return self.codec.decode(audio_codes, [None]).audio_values
 
 
-def _gathered_reflect_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """EnCodec's reflect padding (zero-extended first when the input is shorter than the pad) as one gather
-    whose index follows the input length, so the graph serves every length, one frame included."""
-    length = x.shape[-1]
-    position = torch.arange(left + length + right) - left
-    widest = max(left, right)
-    span = (position[-1:] - right + 1).clamp(min=widest + 1)  # max(length, widest + 1), as a tensor
-    index = torch.where(position < 0, -position, torch.where(position >= span, 2 * (span - 1) - position, position))
-    return F.pad(x, (0, widest + 1)).index_select(-1, index)
-
-
-def _reflect_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """The same padding, gathered from the input's edges only: each padded side reads at most the
-    max(left, right) + 1 samples at its end, so the gather runs on those and one concat copies the input.
-    Gathering over the whole input (and zero-padding it first) made padding two thirds of encodec_decode's
-    time in ONNX Runtime: the decoder's convolutions have few channels over many samples, so copies cost
-    as much as the convolutions."""
-    edge = max(left, right) + 1
-    parts = [x]
-    if left:
-        parts.insert(0, _gathered_reflect_pad(x[..., :edge], left, right)[..., :left])
-    if right:
-        parts.append(_gathered_reflect_pad(x[..., -edge:], left, right)[..., -right:])
-    return torch.cat(parts, dim=-1)
-
-
-def _traceable_conv1d_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-    # transformers' EncodecConv1d.forward computes its padding from tensors and pads with Python branches,
-    # which torch.export can only specialise to the example's length; this is the same arithmetic on
-    # shapes. Its stride-1 convolutions (all of the decoder's) need no extra padding.
-    kernel = (self.conv.kernel_size[0] - 1) * self.conv.dilation[0] + 1
-    stride = self.conv.stride[0]
-    total = kernel - stride
-    extra = (-x.shape[-1]) % stride if stride > 1 else 0
-    left, right = (total, extra) if self.causal else (total - total // 2, total // 2 + extra)
-    x = _reflect_pad(x, left, right) if self.pad_mode == "reflect" else F.pad(x, (left, right), self.pad_mode)
-    x = self.conv(x)
-    return self.norm(x) if self.norm_type == "time_group_norm" else x
-
-
-@contextlib.contextmanager
-def _traceable_codec() -> Iterator[None]:
-    from transformers.models.encodec import modeling_encodec
-
-    original = modeling_encodec.EncodecConv1d.forward
-    modeling_encodec.EncodecConv1d.forward = _traceable_conv1d_forward
-    try:
-        yield
-    finally:
-        modeling_encodec.EncodecConv1d.forward = original
-
-
 # -- writing a graph -------------------------------------------------------------------------------
 
 
@@ -365,7 +313,7 @@ def graph_specs(model: torch.nn.Module, example_ids: torch.Tensor, example_mask:
             # onnxscript's optimizer pins the LSTM's sequence length to the example's (its
             # MaterializeReshapeShape rule); onnxruntime optimises the graph when it loads it anyway.
             optimize=False,
-            patch=_traceable_codec,
+            patch=traceable_codec,
         ),
     }
 

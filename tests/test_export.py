@@ -199,13 +199,3 @@ def test_additive_mask_gives_zero_for_rows_without_text():
     theirs = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask.bool()[:, None, None])
     assert torch.allclose(ours, theirs, atol=1e-6) and not ours[1].any()
 
-
-@pytest.mark.parametrize("length", [1, 2, 3, 4, 7, 8, 40])
-def test_codec_padding_is_encodecs_reflect_padding_at_every_length(length):
-    # the exported codec graph pads from the input's edges; transformers pads the whole input
-    from transformers.models.encodec.modeling_encodec import EncodecConv1d
-
-    x = torch.randn(2, 3, length)
-    for left, right in [(3, 3), (6, 0), (0, 6), (1, 1), (2, 5), (0, 0)]:
-        expected = EncodecConv1d._pad1d(x, (left, right), mode="reflect")
-        assert torch.equal(export_stage._reflect_pad(x, left, right), expected), (left, right)
