@@ -9,8 +9,8 @@ and decoded by the model's codec: the best its decoder's tokens can sound, so th
 decoder over this codec can reach) and `real` (the held-out clips themselves: the ceiling of every
 estimator; for FAD, the floor is real training audio against the real held-out audio). Measured:
 Fréchet Audio Distance with each configured embedder (numbers from different embedders are not
-comparable), prompt adherence (tempo, key, a label classifier's accuracy
-and KL), and audio quality (model.audio_quality).
+comparable), prompt adherence (tempo, key, a label classifier's accuracy and KL), and audio quality
+(model.audio_quality).
 
 The output folder holds `metrics.json` (read by `dvc metrics show/diff`), `decision.json` (the
 promotion gate; the pipeline's deploy step reads it), `report.html` (one self-contained page),
