@@ -152,7 +152,10 @@ def test_cli_ui_adds_the_windows_serves_the_dashboard_and_stops_on_ctrl_c(tmp_pa
         f"monitor:\n  log_dir: {tmp_path / 'requests'}\n  workspace: {tmp_path / 'workspace'}\n  min_rows: 10\n"
     )
     port = _free_port()
-    command = [sys.executable, "-c", "from monitoring.cli import app; app()", "ui", "--port", str(port)]
+    # Ctrl-C as a terminal delivers it: a shell that runs the tests in the background (`make test &`) starts
+    # them with SIGINT ignored, which children inherit and Python then keeps, so the child restores it.
+    restore = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
+    command = [sys.executable, "-c", f"{restore}; from monitoring.cli import app; app()", "ui", "--port", str(port)]
     command += ["--params", str(params), "--reference-dir", str(reference_dir)]
     # Its own process group, so a failing test can stop the Evidently server it started as well.
     process = subprocess.Popen(
