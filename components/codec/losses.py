@@ -17,6 +17,14 @@ LOG_FLOOR = 1e-5  # mel power below this counts as silence (-50 dB), so log dist
 MEL_SCALES = tuple(2**i for i in range(6, 12))  # window sizes in samples
 
 
+def power_spectrum(audio: Tensor, window: Tensor, hop_length: int) -> Tensor:
+    """|STFT|^2 [batch, bins, frames] of audio [batch, samples] or [batch, 1, samples], window length = n_fft."""
+    spectrum = torch.stft(
+        audio.reshape(-1, audio.shape[-1]), len(window), hop_length, window=window, center=True, return_complex=True
+    )
+    return spectrum.abs().pow(2)
+
+
 class MelSpectrogram(nn.Module):
     """Mel power spectrogram [batch, mels, frames] of audio [batch, samples] or [batch, 1, samples]."""
 
@@ -28,15 +36,7 @@ class MelSpectrogram(nn.Module):
         self.register_buffer("filterbank", torch.from_numpy(filterbank), persistent=False)
 
     def forward(self, audio: Tensor) -> Tensor:
-        spectrum = torch.stft(
-            audio.reshape(-1, audio.shape[-1]),
-            self.n_fft,
-            self.hop_length,
-            window=self.window,
-            center=True,
-            return_complex=True,
-        )
-        return self.filterbank @ spectrum.abs().pow(2)
+        return self.filterbank @ power_spectrum(audio, self.window, self.hop_length)
 
 
 def log_mel(mel: Tensor) -> Tensor:
@@ -66,10 +66,7 @@ class SpectrumLoss(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def spectrum(self, audio: Tensor) -> Tensor:
-        spectrum = torch.stft(
-            audio.reshape(-1, audio.shape[-1]), self.n_fft, self.n_fft // 4, window=self.window, return_complex=True
-        )
-        return spectrum[:, : self.bins].abs().pow(2)
+        return power_spectrum(audio, self.window, self.n_fft // 4)[:, : self.bins]
 
     def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
         return (log_mel(self.spectrum(estimate)) - log_mel(self.spectrum(target))).abs().mean()
