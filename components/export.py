@@ -47,7 +47,7 @@ from components.params import ExportParams, ParamsError, load_section
 from model.atomic_io import atomic_directory
 from model.build import text_projection
 from model.checkpoint import load_model
-from model.decoder_step import cross_keys_values, decoder_layer, embed, lm_logits
+from model.decoder_step import cross_keys_values, decoder_layer, embed, lm_logits, matmul_attention
 from model.decoding import Conditioning
 from model.delay_pattern import build_delay_pattern
 from model.errors import ModelInputError, first_line
@@ -165,7 +165,7 @@ class _DecoderGraph(torch.nn.Module):
                 return k, v
 
             # causal only matters in the prefill; the cached step has one new position.
-            x = decoder_layer(layer, x, update, cross[i], cross_mask, causal=past is None)
+            x = decoder_layer(layer, x, update, cross[i], cross_mask, causal=past is None, attention=matmul_attention)
         return lm_logits(self.lm, x).flatten(0, 1), presents
 
 

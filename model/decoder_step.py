@@ -24,6 +24,8 @@ from transformers import MusicgenForCausalLM
 # Takes the new positions' keys and values [rows, heads, n, head_dim]; returns all keys and values
 # the queries attend to (the cached ones followed by the new ones).
 CacheUpdate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# `F.scaled_dot_product_attention`'s signature (query, key, value, attn_mask, is_causal).
+Attention = Callable[..., torch.Tensor]
 
 
 class DecoderSession(Protocol):
@@ -53,6 +55,28 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
+def matmul_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` written as its two matrix products, for the ONNX export.
+
+    torch's exporter decomposes SDPA into a reshape-transpose-reshape of the keys before the product,
+    which ONNX Runtime runs as a copy of the whole cache every step; `key.transpose(-1, -2)` feeding a
+    MatMul is fused by ONNX Runtime into one FusedMatMul (transB, the scale as alpha) with no copy.
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2)) * query.shape[-1] ** -0.5
+    if is_causal:
+        n = query.shape[-2]
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    return torch.matmul(scores.softmax(-1), value)
+
+
 def embed(lm: MusicgenForCausalLM, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Hidden states [rows, n, hidden] of tokens [rows, codebooks, n] at sinusoidal `positions` [n, hidden]."""
     decoder = lm.model.decoder
@@ -75,6 +99,7 @@ def decoder_layer(
     cross_mask: torch.Tensor | None,
     causal: bool,
     self_mask: torch.Tensor | None = None,
+    attention: Attention = F.scaled_dot_product_attention,
 ) -> torch.Tensor:
     """One `MusicgenDecoderLayer` on x [rows, n, hidden]: self-attention over the cache, cross-attention
     to the text (`cross_mask`: boolean or additive, broadcastable to [rows, heads, n, text_len]), MLP.
@@ -82,19 +107,20 @@ def decoder_layer(
     `causal` masks the new positions among themselves: needed when n > 1, which only a prefill from an
     empty cache does (so the usual top-left causal mask is the right one). `self_mask` (boolean,
     broadcastable to [rows, heads, n, cached]) hides cache columns a row does not own: rows that joined a
-    running batch later (model/row_decoder.py). It cannot be combined with `causal`.
+    running batch later (model/row_decoder.py). It cannot be combined with `causal`. `attention` is
+    SDPA, or `matmul_attention` in the ONNX export.
     """
     attn, heads = layer.self_attn, layer.self_attn.num_heads
     h = layer.self_attn_layer_norm(x)
     q = _split_heads(_linear(h, attn.q_proj), heads)
     keys, values = cache(_split_heads(_linear(h, attn.k_proj), heads), _split_heads(_linear(h, attn.v_proj), heads))
-    o = F.scaled_dot_product_attention(q, keys, values, attn_mask=self_mask, is_causal=causal)
+    o = attention(q, keys, values, attn_mask=self_mask, is_causal=causal)
     x = x + _linear(_merge_heads(o), attn.out_proj)
 
     attn = layer.encoder_attn
     h = layer.encoder_attn_layer_norm(x)
     q = _split_heads(_linear(h, attn.q_proj), heads)
-    o = F.scaled_dot_product_attention(q, cross[0], cross[1], attn_mask=cross_mask)
+    o = attention(q, cross[0], cross[1], attn_mask=cross_mask)
     x = x + _linear(_merge_heads(o), attn.out_proj)
 
     h = layer.final_layer_norm(x)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from model.decoder_step import CachedDecoder
+from model.decoder_step import CachedDecoder, matmul_attention
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +61,19 @@ def test_reorder_moves_cache_rows(micro):
     decoder.start(states[[1, 1]], None, capacity=6)
     decoder.step(tokens[[1, 1], :, :5])
     assert torch.allclose(swapped, decoder.step(tokens[[1, 1], :, 5:6]), atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["none", "boolean", "additive", "causal"])
+def test_matmul_attention_is_sdpa(mask):
+    # the ONNX export's attention (model.decoder_step.matmul_attention) against torch's own
+    generator = torch.Generator().manual_seed(0)
+    n = 5 if mask == "causal" else 1
+    q, k, v = (torch.randn(2, 3, length, 8, generator=generator) for length in (n, 5, 5))
+    kwargs = {
+        "none": {},
+        "boolean": {"attn_mask": torch.tensor([[1, 1, 0, 1, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)[:, None, None]},
+        "additive": {"attn_mask": torch.randn(2, 1, 1, 5, generator=generator)},
+        "causal": {"is_causal": True},
+    }[mask]
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)
+    assert torch.allclose(matmul_attention(q, k, v, **kwargs), expected, atol=1e-6)

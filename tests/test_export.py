@@ -199,3 +199,21 @@ def test_additive_mask_gives_zero_for_rows_without_text():
     theirs = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask.bool()[:, None, None])
     assert torch.allclose(ours, theirs, atol=1e-6) and not ours[1].any()
 
+
+def test_the_cached_step_reads_its_cache_without_copying_it(exported, tmp_path):
+    # After ONNX Runtime's own graph optimizations, each cached key and value feeds a matrix product
+    # directly; the only copy is the Concat that appends the new position. A Transpose or Reshape there
+    # would copy the whole cache every step (what the exporter's SDPA decomposition did).
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(
+        str(exported.out_dir / "decoder_with_past_model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    graph = onnx.load(options.optimized_model_filepath).graph
+    cache = {v.name for v in graph.input if v.name.startswith("past_key_values.")}
+    cache |= {v.name for v in graph.output if v.name.startswith("present.")}
+    readers = {node.op_type for node in graph.node if set(node.input) & cache}
+    assert readers <= {"Concat", "MatMul", "FusedMatMul", "Shape"}, readers
+    assert "FusedMatMul" in readers  # the keys' transpose folded into the product
