@@ -8,6 +8,9 @@ Output folder (published whole or not at all):
         Optimum's MusicGen file, tensor and axis names; model/onnx_backend.py lists every input and output.
         decoder logits are [total_batch_size_x_num_codebooks, decoder_sequence_length, vocab], as
         transformers returns them (row b*K + k is codebook k of batch row b).
+    decoder_with_shared_cache.onnx
+        ours: the cached step over fixed-capacity cache buffers that ONNX Runtime appends to in place
+        (components/shared_cache_graph.py); the ONNX Runtime backend's cached step where it can bind them.
     config.json, generation_config.json, tokenizer and processor files, musicops.json (the model card)
         so the folder generates on its own (`OnnxMusicGenerator.load(folder)`), with no torch weights.
     export.json    opset, per-graph parity against torch, file sizes, source model and its data version.
@@ -17,11 +20,13 @@ Output folder (published whole or not at all):
 
 Optimum-onnx does not install beside this transformers, so the graphs are written here: the text
 encoder and the decoders with torch's dynamo exporter; the decoders run the same per-layer code as
-generation (model/decoder_step.py), taking the cache as inputs and returning it as outputs. Parity runs
-every graph in ONNX Runtime on real inputs (tokenized prompts of different lengths with padding, a
-guided batch whose unconditional rows are zero states with a zero mask as model/decoding.py builds them,
-codes from a short generation) against transformers' own modules; a breach raises ParityError naming
-the graph and nothing is published. Exit status of the CLI: 2 for bad input, 1 for a failed parity check.
+generation (model/decoder_step.py), taking the cache as inputs and returning it as outputs, with
+attention as two matrix products (`matmul_attention`: what ONNX Runtime runs without copying the
+cache). Parity runs every graph in ONNX Runtime on real inputs (tokenized prompts of different lengths
+with padding, a guided batch whose unconditional rows are zero states with a zero mask as
+model/decoding.py builds them, codes from a short generation) against transformers' own modules; a
+breach raises ParityError naming the graph and nothing is published. Exit status of the CLI: 2 for bad
+input, 1 for a failed parity check.
 """
 
 from __future__ import annotations
@@ -44,10 +49,18 @@ import typer
 
 from components.codec_graph import traceable_codec
 from components.params import ExportParams, ParamsError, load_section
+from components.shared_cache_graph import TRANSLATIONS, self_attention
 from model.atomic_io import atomic_directory
 from model.build import text_projection
 from model.checkpoint import load_model
-from model.decoder_step import cross_keys_values, decoder_layer, embed, lm_logits, matmul_attention
+from model.decoder_step import (
+    cross_keys_values,
+    decoder_layer,
+    embed,
+    lm_logits,
+    matmul_attention,
+    text_attention_and_mlp,
+)
 from model.decoding import Conditioning
 from model.delay_pattern import build_delay_pattern
 from model.errors import ModelInputError, first_line
@@ -56,7 +69,8 @@ from model.onnx_backend import (
     CODEC_DECODER,
     DECODER,
     DECODER_WITH_PAST,
-    GRAPHS,
+    EXPORTED_GRAPHS,
+    SHARED_CACHE_DECODER,
     TEXT_ENCODER,
     GraphRunner,
     OrtRunner,
@@ -66,6 +80,7 @@ from model.onnx_backend import (
 from model.params import GenerationParams
 
 EXPORT_FILE, INT8_DIR = "export.json", "int8"
+CACHED_STEPS = (DECODER_WITH_PAST, SHARED_CACHE_DECODER)  # checked after a decoder_model prefill
 GUIDANCE = 3.0  # the guided batch of the parity check: prompts, then as many unconditional rows
 PROMPTS = [
     "jazz",
@@ -197,6 +212,32 @@ class DecoderWithPastGraph(_DecoderGraph):
         return (logits, *presents)
 
 
+class DecoderWithSharedCacheGraph(_DecoderGraph):
+    """decoder_with_shared_cache: decoder_with_past over cache buffers of a fixed capacity, appended to in
+    place by ONNX Runtime's GroupQueryAttention (components/shared_cache_graph.py)."""
+
+    def forward(
+        self,
+        decoder_input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        seqlens_k: torch.Tensor,
+        total_sequence_length: torch.Tensor,
+        *past_key_values: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        tokens = decoder_input_ids.unflatten(0, (-1, self.num_codebooks))
+        decoder = self.lm.model.decoder
+        position = (total_sequence_length.to(torch.int64) - 1).reshape(1)
+        x = embed(self.lm, tokens, decoder.embed_positions.weights.index_select(0, position))
+        cross_mask = _additive_mask(attention_mask, x.dtype)
+        presents: list[torch.Tensor] = []
+        for i, layer in enumerate(decoder.layers):
+            keys, values, *cross = past_key_values[4 * i : 4 * i + 4]
+            x, keys, values = self_attention(layer, x, keys, values, seqlens_k, total_sequence_length)
+            x = text_attention_and_mlp(layer, x, (cross[0], cross[1]), cross_mask, matmul_attention)
+            presents += [keys, values]
+        return (lm_logits(self.lm, x).flatten(0, 1), *presents)
+
+
 class CodecDecoderGraph(torch.nn.Module):
     """encodec_decode: audio_codes [1, B, K, frames] -> audio_values [B, 1, samples]."""
 
@@ -258,10 +299,12 @@ class GraphSpec:
     renames: dict[str, str] = field(default_factory=dict)  # exporter's axis names -> Optimum's
     optimize: bool = True
     patch: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+    translations: dict[Any, Callable[..., Any]] = field(default_factory=dict)  # custom op -> ONNX
 
 
 def graph_specs(model: torch.nn.Module, example_ids: torch.Tensor, example_mask: torch.Tensor) -> dict[str, GraphSpec]:
-    """The four graphs of Optimum's MusicGen layout; `example_*` are two tokenized prompts, one padded."""
+    """The four graphs of Optimum's MusicGen layout and decoder_with_shared_cache; `example_*` are two
+    tokenized prompts, one padded."""
     config = model.config
     K, layers = config.decoder.num_codebooks, config.decoder.num_hidden_layers
     Dim = torch.export.Dim
@@ -273,10 +316,14 @@ def graph_specs(model: torch.nn.Module, example_ids: torch.Tensor, example_mask:
     tokens = torch.randint(0, config.decoder.vocab_size + 1, (2 * K, 3))
     with torch.no_grad():
         past = DecoderGraph(model).eval()(tokens, states, example_mask)[1:]
-    past_shapes = []
-    for _ in range(layers):
+    past_shapes, buffer_shapes, buffers = [], [], list(past)
+    for i in range(layers):
         past_shapes += [{0: batch, 2: Dim("past_decoder_sequence_length")}] * 2
         past_shapes += [{0: batch, 2: text_len}] * 2
+        buffer_shapes += [{0: batch, 2: Dim("cache_capacity")}] * 2 + [{0: batch, 2: text_len}] * 2
+        for j in (4 * i, 4 * i + 1):  # the 3 prefilled positions in buffers of 5
+            buffers[j] = torch.cat([buffers[j], torch.zeros_like(buffers[j][:, :, :2])], dim=2)
+    filled = past[0].shape[2]
     text_batch = Dim("batch_size")
     hop = round(config.audio_encoder.sampling_rate / config.audio_encoder.frame_rate)
     return {
@@ -302,6 +349,21 @@ def graph_specs(model: torch.nn.Module, example_ids: torch.Tensor, example_mask:
             ["logits", *present_names(layers, with_encoder=False)],
             ({0: rows}, {0: batch, 1: text_len}, tuple(past_shapes)),  # *past_key_values is one argument
             renames,
+        ),
+        SHARED_CACHE_DECODER: GraphSpec(
+            DecoderWithSharedCacheGraph(model),
+            (
+                tokens[:, -1:],
+                example_mask,
+                torch.full((2,), filled, dtype=torch.int32),  # seqlens_k: total length - 1 per row
+                torch.tensor(filled + 1, dtype=torch.int32),
+                *buffers,
+            ),
+            ["decoder_input_ids", "attention_mask", "seqlens_k", "total_sequence_length", *past_names(layers)],
+            ["logits", *present_names(layers, with_encoder=False)],
+            ({0: rows}, {0: batch, 1: text_len}, {0: batch}, None, tuple(buffer_shapes)),
+            renames,
+            translations=TRANSLATIONS,
         ),
         CODEC_DECODER: GraphSpec(
             CodecDecoderGraph(model),
@@ -335,6 +397,7 @@ def export_graph(graph: str, spec: GraphSpec, path: Path, opset: int) -> None:
                 input_names=spec.inputs,
                 output_names=spec.outputs,
                 dynamic_shapes=spec.dynamic_shapes,
+                custom_translation_table=spec.translations or None,
             )
             program.save(str(path), external_data=large)
     except Exception as error:  # a boundary: the exporter's failures are long; name the graph first
@@ -432,6 +495,8 @@ def check_graph(runner: GraphRunner, graph: str, data: ParityInputs, num_layers:
             for i in range(num_layers):
                 cache[4 * i], cache[4 * i + 1] = step[f"present.{i}.decoder.key"], step[f"present.{i}.decoder.value"]
             pairs.append((step["logits"], data.logits[:, column : column + 1]))
+    elif graph == SHARED_CACHE_DECODER:
+        pairs = _shared_cache_steps(runner, data, num_layers)
     elif graph == CODEC_DECODER:
         pairs = [
             (runner.run(graph, {"audio_codes": codes})["audio_values"], audio)
@@ -440,6 +505,32 @@ def check_graph(runner: GraphRunner, graph: str, data: ParityInputs, num_layers:
     else:
         raise ValueError(f"unknown graph {graph!r}")
     return _measure(pairs, bound)
+
+
+def _shared_cache_steps(
+    runner: GraphRunner, data: ParityInputs, num_layers: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    # The prefill's cache copied into buffers as wide as the grid, then every later column one by one, each
+    # run's buffers feeding the next (OnnxDecoder binds them in place instead; the numbers are the same).
+    out = _prefill(runner, data)
+    cache = [out[name] for name in present_names(num_layers)]
+    width = data.grid.shape[1]
+    for j in [4 * i + k for i in range(num_layers) for k in (0, 1)]:
+        cache[j] = np.concatenate([cache[j], np.zeros_like(cache[j][:, :, :1]).repeat(width - data.prefill, 2)], 2)
+    pairs = []
+    for column in range(data.prefill, width):
+        feeds = dict(zip(past_names(num_layers), cache, strict=True))
+        feeds.update(
+            decoder_input_ids=data.grid[:, column : column + 1],
+            attention_mask=data.rows_mask,
+            seqlens_k=np.full(len(data.rows_mask), column, dtype=np.int32),
+            total_sequence_length=np.array(column + 1, dtype=np.int32),
+        )
+        step = runner.run(SHARED_CACHE_DECODER, feeds)
+        for i in range(num_layers):
+            cache[4 * i], cache[4 * i + 1] = step[f"present.{i}.decoder.key"], step[f"present.{i}.decoder.value"]
+        pairs.append((step["logits"], data.logits[:, column : column + 1]))
+    return pairs
 
 
 def _prefill(runner: GraphRunner, data: ParityInputs) -> dict[str, np.ndarray]:
@@ -490,7 +581,7 @@ def _copy_model_files(model_dir: Path, folder: Path) -> None:
 
 
 def _sizes(folder: Path) -> dict[str, int]:
-    return {graph: sum(p.stat().st_size for p in folder.glob(f"{graph}.onnx*")) for graph in GRAPHS}
+    return {graph: sum(p.stat().st_size for p in folder.glob(f"{graph}.onnx*")) for graph in EXPORTED_GRAPHS}
 
 
 def _manifest(report: ExportReport, model_dir: Path, card: Any, variant: str) -> dict[str, Any]:
@@ -514,7 +605,8 @@ def _manifest(report: ExportReport, model_dir: Path, card: Any, variant: str) ->
         ),
         "opset": report.opset,
         "graphs": {
-            graph: {"file": f"{graph}.onnx", "bytes": sizes[graph], "parity": asdict(parity[graph])} for graph in GRAPHS
+            graph: {"file": f"{graph}.onnx", "bytes": sizes[graph], "parity": asdict(parity[graph])}
+            for graph in EXPORTED_GRAPHS
         },
         "parity_metric": "max |onnxruntime - torch| / max(1, max |torch|) over real inputs",
         "logits_layout": "[total_batch_size_x_num_codebooks, decoder_sequence_length, vocab]",
@@ -533,7 +625,7 @@ def write_int8(
     """The int8/ folder: quantized text encoder and decoders, the fp32 codec decoder, the model files;
     checked against torch with the INT8 bound."""
     folder.mkdir()
-    for graph in GRAPHS:
+    for graph in EXPORTED_GRAPHS:
         source = fp32 / f"{graph}.onnx"
         if graph == CODEC_DECODER:  # convolutions and an LSTM: MatMul/Gemm quantization would skip most of it
             for path in fp32.glob(f"{graph}.onnx*"):
@@ -542,7 +634,7 @@ def write_int8(
             quantize_graph(source, folder / source.name)
     _copy_model_files(model_dir, folder)
     runner = OrtRunner(folder)
-    parity = {graph: check_graph(runner, graph, data, layers, params.int8_tolerance) for graph in GRAPHS}
+    parity = {graph: check_graph(runner, graph, data, layers, params.int8_tolerance) for graph in EXPORTED_GRAPHS}
     for graph, result in parity.items():
         _require(graph, result, "int8")
     return parity
@@ -568,7 +660,7 @@ def export(model_dir: Path, out_dir: Path, params: ExportParams) -> ExportReport
         for graph, spec in specs.items():
             export_graph(graph, spec, staging / f"{graph}.onnx", params.opset)
             # checked at once: a failing graph stops the export before the later (slower) ones
-            runner = OrtRunner(staging, graphs=(DECODER, graph) if graph == DECODER_WITH_PAST else (graph,))
+            runner = OrtRunner(staging, graphs=(DECODER, graph) if graph in CACHED_STEPS else (graph,))
             report.parity[graph] = check_graph(runner, graph, data, layers, params.tolerance)
             _require(graph, report.parity[graph], "fp32")
         _copy_model_files(model_dir, staging)

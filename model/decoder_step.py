@@ -116,8 +116,18 @@ def decoder_layer(
     keys, values = cache(_split_heads(_linear(h, attn.k_proj), heads), _split_heads(_linear(h, attn.v_proj), heads))
     o = attention(q, keys, values, attn_mask=self_mask, is_causal=causal)
     x = x + _linear(_merge_heads(o), attn.out_proj)
+    return text_attention_and_mlp(layer, x, cross, cross_mask, attention)
 
-    attn = layer.encoder_attn
+
+def text_attention_and_mlp(
+    layer: torch.nn.Module,
+    x: torch.Tensor,
+    cross: tuple[torch.Tensor, torch.Tensor],
+    cross_mask: torch.Tensor | None,
+    attention: Attention = F.scaled_dot_product_attention,
+) -> torch.Tensor:
+    """The rest of a decoder layer after its self-attention: cross-attention to the text, then the MLP."""
+    attn, heads = layer.encoder_attn, layer.encoder_attn.num_heads
     h = layer.encoder_attn_layer_norm(x)
     q = _split_heads(_linear(h, attn.q_proj), heads)
     o = attention(q, cross[0], cross[1], attn_mask=cross_mask)

@@ -19,6 +19,11 @@ Graphs (file stem -> inputs -> outputs; `B` rows, `K` codebooks, `S` text tokens
                              past_key_values.{i}.decoder.key/value, past_key_values.{i}.encoder.key/value
                              -> logits [B*K, 1, vocab], present.{i}.decoder.key/value (one position longer)
     encodec_decode           audio_codes [1, B, K, frames] int64 -> audio_values [B, 1, samples] float32
+    decoder_with_shared_cache  (ours, optional) decoder_with_past over cache buffers [B, heads, capacity,
+                             head_dim] holding total_sequence_length - 1 positions, plus seqlens_k [B] and
+                             total_sequence_length [] int32 -> logits, present.{i}.decoder.key/value (the
+                             buffers with the new position written; `OrtRunner.run_in_place` binds them to
+                             the inputs' memory, so nothing is copied)
 
 Optimum exports no codec encoder, and neither do we (torch.export cannot trace EnCodec's
 length-dependent strided padding on torch 2.13), so continuing an audio prompt needs the torch
@@ -49,6 +54,11 @@ TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER = (
     "encodec_decode",
 )
 GRAPHS = (TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER)
+# Beyond Optimum's four: decoder_with_past over cache buffers that a run appends to in place
+# (components/shared_cache_graph.py). Optional: without it, or through a runner that cannot bind buffers,
+# the cached steps run decoder_with_past_model.
+SHARED_CACHE_DECODER = "decoder_with_shared_cache"
+EXPORTED_GRAPHS = (*GRAPHS, SHARED_CACHE_DECODER)
 # The Triton model serving each graph (components/triton_repository.py lays the repository out by it; runners
 # over Triton call these names).
 TRITON_MODEL_NAMES = {
@@ -96,12 +106,13 @@ class OrtRunner:
         directory: str | Path,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
-        graphs: Sequence[str] = GRAPHS,
+        graphs: Sequence[str] = EXPORTED_GRAPHS,
     ):
         import onnxruntime as ort
 
         directory = Path(directory)
-        missing = [g for g in graphs if not (directory / f"{g}.onnx").is_file()]
+        present = [g for g in graphs if (directory / f"{g}.onnx").is_file()]
+        missing = [g for g in graphs if g not in present and g != SHARED_CACHE_DECODER]
         if missing:
             raise ModelInputError(
                 f"{directory} is not an ONNX export: {', '.join(m + '.onnx' for m in missing)} missing "
@@ -118,8 +129,10 @@ class OrtRunner:
         # the next tokens on the same cores, and spinning threads made its softmax 10x slower here.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.directory = directory
+        # Buffers bound in place are host memory: with a GPU provider ONNX Runtime would copy them each run.
+        self.binds_host_buffers = list(providers) == ["CPUExecutionProvider"]
         self.sessions = {}
-        for graph in graphs:
+        for graph in present:
             try:
                 self.sessions[graph] = ort.InferenceSession(
                     str(directory / f"{graph}.onnx"), options, providers=list(providers)
@@ -132,6 +145,26 @@ class OrtRunner:
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self.output_names[graph]
         return dict(zip(names, self.sessions[graph].run(names, inputs), strict=True))
+
+    def run_in_place(
+        self, graph: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Run `graph` writing the named `outputs` into the given contiguous float32 arrays, which may be
+        inputs of the same run (a shared KV cache); returns the other outputs."""
+        session = self.sessions[graph]
+        binding = session.io_binding()
+        for name, array in inputs.items():
+            binding.bind_cpu_input(name, array)
+        names = self.output_names[graph]
+        for name in names:
+            if name in outputs:
+                array = outputs[name]
+                binding.bind_output(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
+            else:
+                binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        return {name: value.numpy() for name, value in zip(names, values, strict=True) if name not in outputs}
 
 
 @dataclass(frozen=True)
@@ -146,7 +179,9 @@ class OnnxDecoder:
 
     `start` takes the RAW text-encoder states (masked) and the mask, as Optimum's decoder_model does: the
     graph projects them. The first `step` runs decoder_model (prefill, empty cache); every later one runs
-    decoder_with_past_model with the cache the previous call returned.
+    decoder_with_shared_cache on buffers of the session's capacity that it appends to in place, where the
+    export has it and the runner is an in-process CPU `OrtRunner`; otherwise decoder_with_past_model with
+    the cache the previous call returned.
     """
 
     def __init__(self, runner: GraphRunner, config: MusicgenDecoderConfig):
@@ -156,6 +191,9 @@ class OnnxDecoder:
         self.num_layers = config.num_hidden_layers
         self.max_positions = config.max_position_embeddings
         self.position = 0
+        self.in_place = (
+            isinstance(runner, OrtRunner) and runner.binds_host_buffers and SHARED_CACHE_DECODER in runner.sessions
+        )
 
     def start(self, text_states: torch.Tensor, text_mask: torch.Tensor | None, capacity: int) -> None:
         """Reset the cache for text states [rows, text_len, text_hidden] and up to `capacity` positions."""
@@ -170,6 +208,15 @@ class OnnxDecoder:
         self.mask = np.ascontiguousarray(mask.numpy().astype(np.int64))
         self.position, self.capacity = 0, capacity
         self.cache: list[np.ndarray] = []  # past_names order: decoder key/value, encoder key/value per layer
+
+    def _grow_to_capacity(self) -> None:
+        # the prefill's decoder keys and values, copied once into buffers of the session's capacity
+        for i in range(self.num_layers):
+            for j in (4 * i, 4 * i + 1):
+                filled = self.cache[j]
+                buffer = np.zeros((*filled.shape[:2], self.capacity, filled.shape[3]), dtype=np.float32)
+                buffer[:, :, : filled.shape[2]] = filled
+                self.cache[j] = buffer
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep cache rows `index` (beam search): row i becomes the old row index[i], text included."""
@@ -192,6 +239,24 @@ class OnnxDecoder:
                 DECODER, {"decoder_input_ids": ids, "encoder_outputs": self.states, "attention_mask": self.mask}
             )
             self.cache = [out[name] for name in present_names(self.num_layers)]
+            if self.in_place:
+                self._grow_to_capacity()
+        elif self.in_place:
+            out = self.runner.run_in_place(
+                SHARED_CACHE_DECODER,
+                {
+                    "decoder_input_ids": ids,
+                    "attention_mask": self.mask,
+                    "seqlens_k": np.full(rows, end - 1, dtype=np.int32),
+                    "total_sequence_length": np.array(end, dtype=np.int32),
+                    **dict(zip(past_names(self.num_layers), self.cache, strict=True)),
+                },
+                {  # the same buffers: the new position is written where the step reads the cache
+                    f"present.{i}.decoder.{kind}": self.cache[4 * i + j]
+                    for i in range(self.num_layers)
+                    for j, kind in enumerate(("key", "value"))
+                },
+            )
         else:
             feeds = dict(zip(past_names(self.num_layers), self.cache, strict=True))
             out = self.runner.run(DECODER_WITH_PAST, {"decoder_input_ids": ids, "attention_mask": self.mask, **feeds})

@@ -19,6 +19,7 @@ from components import export as export_stage
 from components.export import ExportReport, ParityError, app, export
 from components.params import ExportParams, ParamsError
 from model.errors import ModelInputError
+from model.onnx_backend import EXPORTED_GRAPHS
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def _io(path: Path) -> tuple[dict, dict]:
     return describe(graph.input), describe(graph.output)
 
 
-INT64, FLOAT = onnx.TensorProto.INT64, onnx.TensorProto.FLOAT
+INT64, INT32, FLOAT = onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.FLOAT
 
 
 def test_graphs_have_optimums_names_types_and_axes(exported, micro):
@@ -98,6 +99,23 @@ def test_graphs_have_optimums_names_types_and_axes(exported, micro):
         assert inputs == expected_in
         assert outputs == expected_out
 
+        inputs, outputs = _io(folder / "decoder_with_shared_cache.onnx")
+        buffer = (FLOAT, [batch, heads, "cache_capacity", head_dim])
+        expected_in = {
+            "decoder_input_ids": (INT64, [rows, 1]),
+            "attention_mask": (INT64, [batch, text_len]),
+            "seqlens_k": (INT32, [batch]),
+            "total_sequence_length": (INT32, []),
+        }
+        expected_out = {"logits": (FLOAT, [rows, 1, vocab])}
+        for i in range(layers):
+            for kind in ("key", "value"):
+                expected_in[f"past_key_values.{i}.decoder.{kind}"] = buffer
+                expected_in[f"past_key_values.{i}.encoder.{kind}"] = (FLOAT, [batch, heads, text_len, head_dim])
+                expected_out[f"present.{i}.decoder.{kind}"] = buffer
+        assert inputs == expected_in
+        assert outputs == expected_out
+
         inputs, outputs = _io(folder / "encodec_decode.onnx")
         assert inputs == {"audio_codes": (INT64, [1, "batch_size", K, "chunk_length"])}
         assert outputs == {"audio_values": (FLOAT, ["batch_size", 1, "audio_length"])}
@@ -113,7 +131,7 @@ def test_every_graph_passes_parity_and_the_report_says_so(exported, micro_dir):
     manifest = json.loads((exported.out_dir / "export.json").read_text())
     assert manifest["opset"] == 20 and manifest["data_version"] == "test" and manifest["int8_folder"] == "int8"
     assert manifest["source_model"] == str(micro_dir.resolve())
-    assert set(manifest["graphs"]) == {"text_encoder", "decoder_model", "decoder_with_past_model", "encodec_decode"}
+    assert set(manifest["graphs"]) == set(EXPORTED_GRAPHS)
     for graph, entry in manifest["graphs"].items():
         assert entry["bytes"] == (exported.out_dir / entry["file"]).stat().st_size > 0
         assert entry["parity"]["relative"] == exported.parity[graph].relative
@@ -200,20 +218,26 @@ def test_additive_mask_gives_zero_for_rows_without_text():
     assert torch.allclose(ours, theirs, atol=1e-6) and not ours[1].any()
 
 
-def test_the_cached_step_reads_its_cache_without_copying_it(exported, tmp_path):
-    # After ONNX Runtime's own graph optimizations, each cached key and value feeds a matrix product
-    # directly; the only copy is the Concat that appends the new position. A Transpose or Reshape there
-    # would copy the whole cache every step (what the exporter's SDPA decomposition did).
+def _cache_readers(path: Path, tmp_path: Path) -> set[str]:
+    """Node types that read the decoder cache in ONNX Runtime's optimized version of the graph."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(
-        str(exported.out_dir / "decoder_with_past_model.onnx"), options, providers=["CPUExecutionProvider"]
-    )
+    options.optimized_model_filepath = str(tmp_path / f"optimized-{path.name}")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     graph = onnx.load(options.optimized_model_filepath).graph
     cache = {v.name for v in graph.input if v.name.startswith("past_key_values.")}
     cache |= {v.name for v in graph.output if v.name.startswith("present.")}
-    readers = {node.op_type for node in graph.node if set(node.input) & cache}
+    return {node.op_type for node in graph.node if set(node.input) & cache}
+
+
+def test_the_cached_steps_read_their_cache_without_copying_it(exported, tmp_path):
+    # After ONNX Runtime's own graph optimizations, each cached key and value of decoder_with_past feeds a
+    # matrix product directly; its only copy is the Concat that appends the new position. A Transpose or
+    # Reshape there would copy the whole cache every step (what the exporter's SDPA decomposition did).
+    readers = _cache_readers(exported.out_dir / "decoder_with_past_model.onnx", tmp_path)
     assert readers <= {"Concat", "MatMul", "FusedMatMul", "Shape"}, readers
     assert "FusedMatMul" in readers  # the keys' transpose folded into the product
+    # decoder_with_shared_cache: the self-attention's buffers go to GroupQueryAttention alone, no Concat
+    readers = _cache_readers(exported.out_dir / "decoder_with_shared_cache.onnx", tmp_path)
+    assert readers == {"GroupQueryAttention", "MatMul", "FusedMatMul"}, readers  # (the text's keys: products)

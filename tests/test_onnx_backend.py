@@ -106,6 +106,34 @@ def test_the_generator_only_talks_to_its_runner(folder):
     assert runner.calls.count("decoder_model") == 1  # one prefill, then cached steps
 
 
+def test_cached_steps_append_to_shared_buffers_and_match_decoder_with_past(folder, onnx_gen):
+    text = onnx_gen.encode_text(PROMPTS)
+    states, mask = text.rows(3.0)
+    tokens = torch.randint(
+        0, 64, (states.shape[0], onnx_gen.num_codebooks, 6), generator=torch.Generator().manual_seed(0)
+    )
+    in_place, copying = (
+        OnnxDecoder(onnx_gen.runner, onnx_gen.config.decoder),
+        OnnxDecoder(RecordingRunner(onnx_gen.runner), onnx_gen.config.decoder),
+    )
+    assert in_place.in_place and not copying.in_place
+    logits, after_prefill = {}, {}
+    for decoder in (in_place, copying):
+        decoder.start(states, mask, capacity=8)
+        logits[decoder] = [decoder.step(tokens[:, :, :2])]
+        after_prefill[decoder] = list(decoder.cache)
+        logits[decoder] += [decoder.step(tokens[:, :, t : t + 1]) for t in range(2, 6)]
+    # the in-place decoder kept its buffers (capacity 8, 6 positions written); the other grew new arrays
+    assert all(now is then for now, then in zip(in_place.cache, after_prefill[in_place], strict=True))
+    assert copying.cache[0] is not after_prefill[copying][0]
+    assert (
+        in_place.cache[0].shape[2] == 8 and in_place.cache[0][:, :, 5].any() and not in_place.cache[0][:, :, 6:].any()
+    )
+    assert copying.cache[0].shape[2] == 6
+    for ours, theirs in zip(logits[in_place], logits[copying], strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-5)
+
+
 def test_int8_generates_finite_audio_and_its_logits_stay_near_fp32(folder, onnx_gen):
     int8 = load_generator(folder / "int8", backend="onnx", threads=1)
     result = int8.generate(PROMPTS, GenerationParams(duration=0.7, seed=2))
