@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from onnx.defs import OpSchema
-from onnxscript._internal.values import Op
-from onnxscript.values import Opset
+from onnxscript.values import Op, Opset
 from torch import Tensor
 
 
