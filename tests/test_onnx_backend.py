@@ -10,6 +10,8 @@ guaranteed.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -132,6 +134,16 @@ def test_cached_steps_append_to_shared_buffers_and_match_decoder_with_past(folde
     assert copying.cache[0].shape[2] == 6
     for ours, theirs in zip(logits[in_place], logits[copying], strict=True):
         assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_an_export_without_the_shared_cache_graph_steps_through_decoder_with_past(micro, folder, tmp_path):
+    # exports written before decoder_with_shared_cache existed (or trimmed to Optimum's four) still generate
+    target = tmp_path / "optimum-only"
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("int8", "decoder_with_shared_cache.onnx*"))
+    gen = OnnxMusicGenerator.load(target, threads=1)
+    assert not gen.decoder.in_place
+    params = GenerationParams(duration=0.3, temperature=0.0)
+    assert torch.equal(gen.generate(PROMPTS, params).codes, micro.generate(PROMPTS, params).codes)
 
 
 def test_int8_generates_finite_audio_and_its_logits_stay_near_fp32(folder, onnx_gen):
