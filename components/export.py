@@ -74,6 +74,7 @@ from model.onnx_backend import (
     TEXT_ENCODER,
     GraphRunner,
     OrtRunner,
+    grown_to_capacity,
     past_names,
     present_names,
 )
@@ -484,19 +485,8 @@ def check_graph(runner: GraphRunner, graph: str, data: ParityInputs, num_layers:
     elif graph == DECODER:
         out = _prefill(runner, data)
         pairs = [(out["logits"], data.logits[:, : data.prefill])]
-    elif graph == DECODER_WITH_PAST:
-        out = _prefill(runner, data)
-        cache = [out[name] for name in present_names(num_layers)]
-        pairs = []
-        for column in range(data.prefill, data.grid.shape[1]):
-            feeds = dict(zip(past_names(num_layers), cache, strict=True))
-            feeds.update(decoder_input_ids=data.grid[:, column : column + 1], attention_mask=data.rows_mask)
-            step = runner.run(graph, feeds)
-            for i in range(num_layers):
-                cache[4 * i], cache[4 * i + 1] = step[f"present.{i}.decoder.key"], step[f"present.{i}.decoder.value"]
-            pairs.append((step["logits"], data.logits[:, column : column + 1]))
-    elif graph == SHARED_CACHE_DECODER:
-        pairs = _shared_cache_steps(runner, data, num_layers)
+    elif graph in CACHED_STEPS:
+        pairs = _cached_steps(runner, graph, data, num_layers)
     elif graph == CODEC_DECODER:
         pairs = [
             (runner.run(graph, {"audio_codes": codes})["audio_values"], audio)
@@ -507,26 +497,27 @@ def check_graph(runner: GraphRunner, graph: str, data: ParityInputs, num_layers:
     return _measure(pairs, bound)
 
 
-def _shared_cache_steps(
-    runner: GraphRunner, data: ParityInputs, num_layers: int
+def _cached_steps(
+    runner: GraphRunner, graph: str, data: ParityInputs, num_layers: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    # The prefill's cache copied into buffers as wide as the grid, then every later column one by one, each
-    # run's buffers feeding the next (OnnxDecoder binds them in place instead; the numbers are the same).
+    # A decoder_model prefill, then every later column one by one, each run's cache feeding the next.
+    # decoder_with_shared_cache takes buffers as wide as the grid and the length (OnnxDecoder binds them
+    # in place instead; the numbers are the same).
     out = _prefill(runner, data)
     cache = [out[name] for name in present_names(num_layers)]
-    width = data.grid.shape[1]
-    for j in [4 * i + k for i in range(num_layers) for k in (0, 1)]:
-        cache[j] = np.concatenate([cache[j], np.zeros_like(cache[j][:, :, :1]).repeat(width - data.prefill, 2)], 2)
+    shared = graph == SHARED_CACHE_DECODER
+    if shared:
+        cache = grown_to_capacity(cache, num_layers, data.grid.shape[1])
     pairs = []
-    for column in range(data.prefill, width):
+    for column in range(data.prefill, data.grid.shape[1]):
         feeds = dict(zip(past_names(num_layers), cache, strict=True))
-        feeds.update(
-            decoder_input_ids=data.grid[:, column : column + 1],
-            attention_mask=data.rows_mask,
-            seqlens_k=np.full(len(data.rows_mask), column, dtype=np.int32),
-            total_sequence_length=np.array(column + 1, dtype=np.int32),
-        )
-        step = runner.run(SHARED_CACHE_DECODER, feeds)
+        feeds.update(decoder_input_ids=data.grid[:, column : column + 1], attention_mask=data.rows_mask)
+        if shared:
+            feeds.update(
+                seqlens_k=np.full(len(data.rows_mask), column, dtype=np.int32),
+                total_sequence_length=np.array(column + 1, dtype=np.int32),
+            )
+        step = runner.run(graph, feeds)
         for i in range(num_layers):
             cache[4 * i], cache[4 * i + 1] = step[f"present.{i}.decoder.key"], step[f"present.{i}.decoder.value"]
         pairs.append((step["logits"], data.logits[:, column : column + 1]))

@@ -85,6 +85,17 @@ def present_names(num_layers: int, with_encoder: bool = True) -> list[str]:
     return [f"present.{i}.{part}.{kind}" for i in range(num_layers) for part in parts for kind in ("key", "value")]
 
 
+def grown_to_capacity(cache: list[np.ndarray], num_layers: int, capacity: int) -> list[np.ndarray]:
+    """A prefill's cache (past_names order) with each decoder key and value copied into a zeroed buffer of
+    `capacity` positions, as decoder_with_shared_cache takes them; the text's keys and values as they are."""
+    grown = list(cache)
+    for j in [4 * i + k for i in range(num_layers) for k in (0, 1)]:
+        filled = cache[j]
+        grown[j] = np.zeros((*filled.shape[:2], capacity, filled.shape[3]), dtype=np.float32)
+        grown[j][:, :, : filled.shape[2]] = filled
+    return grown
+
+
 @runtime_checkable
 class GraphRunner(Protocol):
     """Runs one of the exported graphs (`GRAPHS`, by file stem) on named numpy inputs."""
@@ -209,15 +220,6 @@ class OnnxDecoder:
         self.position, self.capacity = 0, capacity
         self.cache: list[np.ndarray] = []  # past_names order: decoder key/value, encoder key/value per layer
 
-    def _grow_to_capacity(self) -> None:
-        # the prefill's decoder keys and values, copied once into buffers of the session's capacity
-        for i in range(self.num_layers):
-            for j in (4 * i, 4 * i + 1):
-                filled = self.cache[j]
-                buffer = np.zeros((*filled.shape[:2], self.capacity, filled.shape[3]), dtype=np.float32)
-                buffer[:, :, : filled.shape[2]] = filled
-                self.cache[j] = buffer
-
     def reorder(self, index: torch.Tensor) -> None:
         """Keep cache rows `index` (beam search): row i becomes the old row index[i], text included."""
         rows = index.numpy()
@@ -240,7 +242,7 @@ class OnnxDecoder:
             )
             self.cache = [out[name] for name in present_names(self.num_layers)]
             if self.in_place:
-                self._grow_to_capacity()
+                self.cache = grown_to_capacity(self.cache, self.num_layers, self.capacity)
         elif self.in_place:
             out = self.runner.run_in_place(
                 SHARED_CACHE_DECODER,
