@@ -11,17 +11,19 @@ from __future__ import annotations
 import torch
 
 
-def valid_positions(num_codebooks: int, width: int) -> torch.Tensor:
+def valid_positions(num_codebooks: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Bool [K, width]: True where a real code sits in a delayed sequence of `width` columns."""
-    column = torch.arange(width)[None, :]
-    codebook = torch.arange(num_codebooks)[:, None]
+    column = torch.arange(width, device=device)[None, :]
+    codebook = torch.arange(num_codebooks, device=device)[:, None]
     return (column > codebook) & (column <= width - num_codebooks + codebook)
 
 
 def build_delay_pattern(codes: torch.Tensor, special: int) -> torch.Tensor:
     """Codes [B, K, T] -> delayed [B, K, T + K] with `special` where no code sits."""
     batch, num_codebooks, frames = codes.shape
-    delayed = torch.full((batch, num_codebooks, frames + num_codebooks), special, dtype=codes.dtype)
+    delayed = torch.full(
+        (batch, num_codebooks, frames + num_codebooks), special, dtype=codes.dtype, device=codes.device
+    )
     for k in range(num_codebooks):
         delayed[:, k, k + 1 : k + 1 + frames] = codes[:, k]
     return delayed

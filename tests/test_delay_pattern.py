@@ -32,3 +32,11 @@ def test_agrees_with_transformers_build_delay_pattern_mask(micro):
     prompt = torch.cat([start, codes.reshape(8, 9)], dim=1)
     _, mask = lm.build_delay_pattern_mask(prompt, pad_token_id=special, max_length=9 + 4)
     assert torch.equal(mask.reshape(2, 4, -1), ours)
+
+
+def test_the_pattern_is_built_on_the_device_of_the_codes():
+    # The meta device stands in for a GPU: a pattern built on the CPU would meet the decoder's CUDA
+    # weights in training and fail there.
+    codes = torch.zeros(2, 3, 5, dtype=torch.long, device="meta")
+    assert build_delay_pattern(codes, special=64).device == codes.device
+    assert valid_positions(3, 8, device=codes.device).device == codes.device

@@ -21,6 +21,7 @@ from components.training.checkpoint import STATE_FILE, CheckpointError
 from components.training.objective import DecoderObjective
 from model import GenerationParams, ModelInputError, MusicGenerator
 from model.build import build_model
+from model.delay_pattern import build_delay_pattern, valid_positions
 from model.presets import DecoderPreset
 from tests.conftest import MICRO
 from tests.micro_pipeline import micro_tokens
@@ -197,3 +198,34 @@ def test_missing_tokens_and_codec_are_named(tokens, tmp_path):
         train(tmp_path / "none", codec, tmp_path / "t", tmp_path / "m", params, preset=MICRO, show_progress=False)
     with pytest.raises(ModelInputError, match="no codec"):
         train(token_dir, tmp_path / "none", tmp_path / "t", tmp_path / "m", params, preset=MICRO, show_progress=False)
+
+
+def test_a_dropped_caption_is_the_null_condition_with_a_position_to_attend_to():
+    # A row with no text position to attend to is NaN in CUDA's fused bf16 attention; one zero state
+    # gives the decoder exactly what a fully masked row gives on the CPU.
+    model, _ = build_model(MICRO, seed=0)
+    objective = DecoderObjective(model).eval()
+    seen = []
+    objective.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["encoder_attention_mask"]), with_kwargs=True
+    )
+    codebooks = MICRO.codec.num_codebooks
+    codes = torch.randint(0, MICRO.codec.codebook_size, (2, codebooks, 12))
+    states = torch.randn(2, 5, model.config.text_encoder.hidden_size)
+    text_mask = torch.ones(2, 5, dtype=torch.long)
+    delayed = build_delay_pattern(codes[1:], objective.special)
+    targets = delayed[:, :, 1:].clone()
+    targets[:, ~valid_positions(codebooks, 12 + codebooks)[:, 1:]] = -100
+    with torch.no_grad():
+        loss = objective(codes, states, text_mask, torch.tensor([True, False]))
+        kept = objective(codes[:1], states[:1], text_mask[:1], torch.tensor([True]))
+        fully_masked = objective.decoder(
+            input_ids=delayed[:, :, :-1].reshape(codebooks, -1),
+            encoder_hidden_states=torch.zeros(1, 5, model.config.decoder.hidden_size),
+            encoder_attention_mask=torch.zeros(1, 5, dtype=torch.long),
+        ).logits
+    assert seen[0].sum(dim=1).min() > 0  # the objective's own call: every row attends somewhere
+    dropped = torch.nn.functional.cross_entropy(
+        fully_masked.reshape(-1, fully_masked.shape[-1]), targets.reshape(-1), ignore_index=-100
+    )
+    assert loss.item() == pytest.approx((kept.item() + dropped.item()) / 2, rel=1e-5)

@@ -2,7 +2,7 @@
 
 The loss is MusicGen's: cross-entropy of each codebook's next token under the delay pattern, with
 teacher forcing, ignoring the cells the pattern leaves empty. A dropped caption is the null condition
-(zero states, fully masked), exactly what generation feeds the unconditional half of guidance.
+(zero states), exactly what generation feeds the unconditional half of guidance.
 """
 
 from __future__ import annotations
@@ -56,10 +56,15 @@ class DecoderObjective(nn.Module):
         """Mean next-token cross-entropy over codes [B, K, T], conditioned on text [B, S, H] / [B, S]."""
         mask = text_mask * keep_text[:, None].to(text_mask.dtype)
         states = self.project(text_states) * mask[..., None].to(text_states.dtype)
+        # A dropped caption attends to one zero state rather than to none: the same output (zero states
+        # give zero values, and so does a row with nothing to attend to), but CUDA's fused bf16 attention
+        # gives NaN for such a row: training went NaN at its second step on an H200.
+        mask = mask.clone()
+        mask[:, 0] = 1
         batch, codebooks, frames = codes.shape
         delayed = build_delay_pattern(codes, self.special)
         inputs, targets = delayed[:, :, :-1], delayed[:, :, 1:].clone()
-        valid = valid_positions(codebooks, frames + codebooks)[:, 1:]
+        valid = valid_positions(codebooks, frames + codebooks, codes.device)[:, 1:]
         targets[:, ~valid] = IGNORE
         logits = self.decoder(
             input_ids=inputs.reshape(batch * codebooks, -1), encoder_hidden_states=states, encoder_attention_mask=mask
