@@ -38,6 +38,7 @@ from components.evaluation.adherence import ADHERENCE, adherence
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
 from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
+from components.evaluation.significance import paired_gain
 from components.params import EvaluateParams, ParamsError, load_section
 from model.atomic_io import atomic_directory
 from model.audio import read_audio, write_audio
@@ -173,6 +174,7 @@ def evaluate(
     metrics = {
         "fad": fad,
         "adherence": _summaries(rows, list(ADHERENCE)),
+        "gain_over_untrained": _gains(rows, list(ADHERENCE), params.seed),
         "quality": _summaries(rows, list(FEATURES)),
         "codec_snr_db": _mean(snr),
         "prompts": len(tests),
@@ -227,6 +229,21 @@ def _summaries(rows: list[dict[str, Any]], names: list[str]) -> dict[str, dict[s
     return {
         name: {system: _mean([row.get(name) for row in rows if row["system"] == system]) for system in SYSTEMS}
         for name in present
+    }
+
+
+def _gains(rows: list[dict[str, Any]], names: list[str], seed: int) -> dict[str, dict[str, float]]:
+    """Per adherence metric, the model's paired gain over the untrained model on the same prompts."""
+    by_system = {system: [row for row in rows if row["system"] == system] for system in ("model", "untrained")}
+    return {
+        name: paired_gain(
+            [row.get(name) for row in by_system["model"]],
+            [row.get(name) for row in by_system["untrained"]],
+            ADHERENCE[name][1],
+            seed,
+        )
+        for name in names
+        if any(name in row for row in rows)
     }
 
 
@@ -315,6 +332,12 @@ def main(
         typer.echo(
             f"FAD ({name}): model {values['model']:.3f}, untrained {values['untrained']:.3f}, "
             f"real floor {values['real']:.3f}"
+        )
+    for name, gain in metrics["gain_over_untrained"].items():
+        typer.echo(
+            f"{name}: model {metrics['adherence'][name]['model']:.3f}, untrained "
+            f"{metrics['adherence'][name]['untrained']:.3f}; gain {gain['gain']:+.3f} "
+            f"[{gain['low']:+.3f}, {gain['high']:+.3f}], P(no gain) {gain['p_no_gain']:.3f}"
         )
     verdict = "PROMOTE" if decision.promote else "REFUSED"
     failed = [check.rule for check in decision.checks if not check.passed]

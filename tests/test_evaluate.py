@@ -16,6 +16,7 @@ from components.evaluate import evaluate
 from components.evaluation.adherence import ADHERENCE, tempo_error
 from components.evaluation.classifier import LabelClassifier, kl_divergence
 from components.evaluation.gate import GateError, decide, promote
+from components.evaluation.significance import paired_gain
 from components.params import EvaluateParams
 from components.prepare import prepare
 from model.audio_quality import FEATURES
@@ -119,6 +120,34 @@ def test_label_classifier_learns_separable_classes():
 
 
 @pytest.mark.unit
+def test_a_paired_gain_is_told_from_noise():
+    rng = np.random.default_rng(0)
+    baseline = rng.normal(0.5, 0.1, 24)
+    clear = paired_gain(list(baseline + 0.2 + rng.normal(0, 0.05, 24)), list(baseline), "higher")
+    assert 0 < clear["low"] < clear["gain"] < clear["high"] and clear["p_no_gain"] < 0.001
+    assert clear["gain"] == pytest.approx(0.2, abs=0.05) and clear["prompts"] == 24
+    noise = paired_gain(list(baseline + rng.normal(0, 0.1, 24)), list(baseline), "higher")
+    assert noise["low"] < 0 < noise["high"] and 0.05 < noise["p_no_gain"] < 0.95
+    # P(no gain) is the share of resampled mean gains at or below zero: a plain resampling agrees.
+    gains = rng.normal(0.02, 0.1, 24)
+    ours = paired_gain(list(baseline + gains), list(baseline), "higher")["p_no_gain"]
+    draws = np.random.default_rng(1).integers(0, len(gains), (20000, len(gains)))
+    assert ours == pytest.approx(float(np.mean(gains[draws].mean(axis=1) <= 0)), abs=0.02)
+
+
+def test_a_lower_is_better_metric_gains_by_falling_and_unmeasured_prompts_are_left_out():
+    error = paired_gain([0.1, 0.2, float("nan"), 0.1], [0.3, 0.4, 0.2, None], "lower")
+    assert error == {
+        "gain": pytest.approx(0.2),
+        "prompts": 2,
+        "low": pytest.approx(0.2),
+        "high": pytest.approx(0.2),
+        "p_no_gain": 0.0,
+    }
+    worse = paired_gain([0.5, 0.6, 0.4], [0.3, 0.2, 0.3], "lower")
+    assert worse["gain"] < 0 and worse["high"] < 0 and worse["p_no_gain"] == 1.0
+
+
 def test_tempo_error_forgives_the_metrical_level_but_not_a_wrong_tempo():
     assert tempo_error(240.0, 120.0) == pytest.approx(0.0)
     assert tempo_error(60.0, 120.0) == pytest.approx(0.0)
@@ -150,6 +179,11 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
         assert set(values) == {"model", "untrained", "codec", "real"} and all(v >= 0 for v in values.values())
     assert set(metrics["adherence"]) == set(ADHERENCE)
     assert all(set(values) == {"model", "untrained", "codec", "real"} for values in metrics["adherence"].values())
+    assert set(metrics["gain_over_untrained"]) == set(metrics["adherence"])
+    for name, gain in metrics["gain_over_untrained"].items():
+        sign = 1 if ADHERENCE[name][1] == "higher" else -1
+        by_system = metrics["adherence"][name]
+        assert gain["gain"] == pytest.approx(sign * (by_system["model"] - by_system["untrained"]), abs=1e-9, nan_ok=True)
     assert set(metrics["quality"]) == set(FEATURES)
     assert metrics["prompts"] == 2 and metrics["real_time_factor"] > 0
     decision = json.loads((out / "decision.json").read_text())
@@ -168,6 +202,7 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
         assert label in page
     for info in FEATURES.values():
         assert info.label in page
+    assert "gain over untrained [95% interval]" in page and "P(no gain)" in page
     for check in decision["checks"]:
         assert str(markupsafe.escape(check["rule"])) in page
     # Self-contained: two prompts x four systems of inline audio and spectrograms, nothing fetched.
