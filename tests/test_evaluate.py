@@ -183,7 +183,9 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
     for name, gain in metrics["gain_over_untrained"].items():
         sign = 1 if ADHERENCE[name][1] == "higher" else -1
         by_system = metrics["adherence"][name]
-        assert gain["gain"] == pytest.approx(sign * (by_system["model"] - by_system["untrained"]), abs=1e-9, nan_ok=True)
+        assert gain["gain"] == pytest.approx(
+            sign * (by_system["model"] - by_system["untrained"]), abs=1e-9, nan_ok=True
+        )
     assert set(metrics["quality"]) == set(FEATURES)
     assert metrics["prompts"] == 2 and metrics["real_time_factor"] > 0
     decision = json.loads((out / "decision.json").read_text())
