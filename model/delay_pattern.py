@@ -21,9 +21,7 @@ def valid_positions(num_codebooks: int, width: int, device: torch.device | str =
 def build_delay_pattern(codes: torch.Tensor, special: int) -> torch.Tensor:
     """Codes [B, K, T] -> delayed [B, K, T + K] with `special` where no code sits."""
     batch, num_codebooks, frames = codes.shape
-    delayed = torch.full(
-        (batch, num_codebooks, frames + num_codebooks), special, dtype=codes.dtype, device=codes.device
-    )
+    delayed = codes.new_full((batch, num_codebooks, frames + num_codebooks), special)
     for k in range(num_codebooks):
         delayed[:, k, k + 1 : k + 1 + frames] = codes[:, k]
     return delayed
