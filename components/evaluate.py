@@ -9,7 +9,8 @@ and decoded by the model's codec: the best its decoder's tokens can sound, so th
 decoder over this codec can reach) and `real` (the held-out clips themselves: the ceiling of every
 estimator; for FAD, the floor is real training audio against the real held-out audio). Measured:
 Fréchet Audio Distance with each configured embedder (numbers from different embedders are not
-comparable), prompt adherence (tempo, key, a label classifier's accuracy and KL), and audio quality
+comparable), prompt adherence (tempo, key, a label classifier's accuracy and KL; and whether the
+models keep the tempo of a real clip whose opening they continue), and audio quality
 (model.audio_quality).
 
 The output folder holds `metrics.json` (read by `dvc metrics show/diff`), `decision.json` (the
@@ -34,7 +35,7 @@ import typer
 from tqdm import tqdm
 
 from components.corpus.manifest import Clip, ManifestError, read_manifest
-from components.evaluation.adherence import ADHERENCE, adherence
+from components.evaluation.adherence import ADHERENCE, adherence, continuation_adherence
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
 from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
@@ -68,27 +69,51 @@ def _pick(clips: list[Clip], count: int, seed: int) -> list[Clip]:
     return [clips[i] for i in sorted(chosen)]
 
 
-def _generate(generator, prompts: list[str], params: EvaluateParams, label: str) -> tuple[list[np.ndarray], float]:
-    """Audio per prompt in batches, and the wall time it took."""
+def _generate(
+    generator, prompts: list[str], params: EvaluateParams, label: str, openings: list[np.ndarray] | None = None
+) -> tuple[list[np.ndarray], float]:
+    """Audio per prompt in batches, and the wall time it took. With `openings` (the real clips), each is
+    continued from its first `continuation_seconds` instead, and only what follows them is returned."""
     from model import GenerationParams
 
+    cut = 0 if openings is None else round(params.continuation_seconds * generator.sample_rate)
     settings = GenerationParams(
-        duration=params.duration,
+        duration=params.duration - cut / generator.sample_rate,
         guidance_scale=params.guidance_scale,
         temperature=params.temperature,
         top_k=params.top_k,
         seed=params.seed,
     )
     audio, started = [], time.perf_counter()
-    for start in tqdm(range(0, len(prompts), params.batch_size), desc=f"generate ({label})", unit="batch"):
-        audio += list(generator.generate(prompts[start : start + params.batch_size], settings).audio)
+    task = "generate" if openings is None else "continue"
+    for start in tqdm(range(0, len(prompts), params.batch_size), desc=f"{task} ({label})", unit="batch"):
+        batch = slice(start, start + params.batch_size)
+        given = None if openings is None else np.stack([clip[:cut] for clip in openings[batch]])
+        audio += [clip[cut:] for clip in generator.generate(prompts[batch], settings, audio_prompt=given).audio]
     return audio, time.perf_counter() - started
+
+
+def _continuations(generators: dict[str, Any], audio: dict[str, list], prompts, params, tests) -> dict[str, list]:
+    """Per system, the audio after each real test clip's first `continuation_seconds`: the trained and the
+    untrained model continue the clip, the real and codec systems are the clip itself and its codec copy."""
+    rate = generators["model"].sample_rate
+    cut = round(params.continuation_seconds * rate)
+    for clip, real in zip(tests, audio["real"], strict=True):
+        if real.size <= cut:
+            raise EvaluateError(
+                f"test clip {clip.id} is {real.size / rate:.1f} s long: too short to continue from its first "
+                f"{params.continuation_seconds} s (lower evaluate.continuation_seconds; 0 turns it off)"
+            )
+    continued = {name: _generate(g, prompts, params, name, audio["real"])[0] for name, g in generators.items()}
+    return continued | {system: [clip[cut:] for clip in audio[system]] for system in ("real", "codec")}
 
 
 def settings_fingerprint(params: EvaluateParams, tests: list[Clip]) -> str:
     """What makes two evaluations comparable: the same prompts, generation settings and embedders."""
     fields = asdict(params)
-    compared = {k: fields[k] for k in ("seed", "duration", "guidance_scale", "temperature", "top_k")}
+    compared = {
+        k: fields[k] for k in ("seed", "duration", "guidance_scale", "temperature", "top_k", "continuation_seconds")
+    }
     compared |= {
         "embedders": list(params.embedders),
         "vggish": Path(params.vggish_weights).name if params.vggish_weights else None,
@@ -142,11 +167,16 @@ def evaluate(
         audio["model"], model_seconds = _generate(OnnxMusicGenerator.load(onnx_dir), prompts, params, "model")
     else:
         audio["model"], model_seconds = _generate(generator, prompts, params, "model")
-    audio["untrained"], _ = _generate(generator.untrained(params.seed), prompts, params, "untrained")
+    untrained = generator.untrained(params.seed)
+    audio["untrained"], _ = _generate(untrained, prompts, params, "untrained")
     audio["real"] = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in tests]
     with torch.inference_mode():
         audio["codec"] = [generator.decode_audio(generator.encode_audio(a[None]))[0][:length] for a in audio["real"]]
     reference_audio = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in references]
+    # The ONNX export has no codec encoder to read a real opening with, so its evaluation skips this.
+    continued = None
+    if params.continuation_seconds and onnx_dir is None:
+        continued = _continuations({"model": generator, "untrained": untrained}, audio, prompts, params, tests)
 
     # Frame embeddings per embedder and system; the FAD floor compares real training and test audio.
     weights = vggish_weights or params.vggish_weights
@@ -169,7 +199,7 @@ def evaluate(
         for name, f in frames.items()
     }
 
-    rows = _per_prompt_rows(tests, references, audio, frames, params, rate)
+    rows = _per_prompt_rows(tests, references, audio, continued, frames, params, rate)
     snr = [snr_db(real, codec) for real, codec in zip(audio["real"], audio["codec"], strict=True)]
     metrics = {
         "fad": fad,
@@ -186,7 +216,7 @@ def evaluate(
     return Evaluation(metrics, decision, out_dir)
 
 
-def _per_prompt_rows(tests, references, audio, frames, params, rate) -> list[dict[str, Any]]:
+def _per_prompt_rows(tests, references, audio, continued, frames, params, rate) -> list[dict[str, Any]]:
     """One row per (system, prompt): labels, features, adherence and the label classifier's view."""
     label = params.classifier_label
     train_labels = [str(clip.labels.get(label)) for clip in references]
@@ -206,6 +236,8 @@ def _per_prompt_rows(tests, references, audio, frames, params, rate) -> list[dic
         features = audio_features(clip_audio, rate)
         row = {"system": system, "id": clip.id, "caption": clip.caption, **_truth(clip.labels)}
         row |= features | adherence(clip_audio, rate, clip.labels, features["tempo_bpm"])
+        if continued:
+            row |= continuation_adherence(continued[system][i], rate, clip.labels)
         if classifier:
             p = probabilities[system][i]
             truth = str(clip.labels[label])

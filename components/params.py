@@ -173,6 +173,9 @@ class EvaluateParams:
     temperature: float = 1.0
     top_k: int = 250
     batch_size: int = 8
+    # Seconds of each real test clip the model continues (0: off); the tempo it keeps after them tells
+    # a model that has not learned rhythm from one that does not read the prompt's tempo.
+    continuation_seconds: float = 3.0
     embedders: tuple[str, ...] = ("mel", "encodec")  # FAD embedders; add "vggish" with vggish_weights
     vggish_weights: str | None = None  # a local vggish-10086976.pth (never downloaded)
     reference_clips: int = 96  # real training clips: the FAD floor and the label classifier's training set
@@ -195,6 +198,11 @@ class EvaluateParams:
             raise ParamsError("evaluate.max_prompts and evaluate.batch_size must be positive, reference_clips >= 2")
         if self.duration <= 0:
             raise ParamsError(f"evaluate.duration must be positive, got {self.duration}")
+        if not 0 <= self.continuation_seconds < self.duration:
+            raise ParamsError(
+                f"evaluate.continuation_seconds ({self.continuation_seconds}) must be at least 0 (off) and below "
+                f"evaluate.duration ({self.duration})"
+            )
         unknown = sorted(set(self.embedders) - set(EMBEDDERS))
         if unknown or not self.embedders:
             raise ParamsError(f"evaluate.embedders must name some of {', '.join(EMBEDDERS)}; unknown: {unknown}")

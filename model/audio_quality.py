@@ -147,6 +147,29 @@ def _pitch_stability(power: np.ndarray, sounding: np.ndarray) -> float:
     return float(np.mean(np.clip(cosine, 0.0, 1.0)))
 
 
+def _analysis_signal(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The clip at the analysis rate, float32, at least one STFT window long."""
+    import soxr
+
+    y = audio if sample_rate == ANALYSIS_RATE else soxr.resample(audio, sample_rate, ANALYSIS_RATE, quality="HQ")
+    y = y.astype(np.float32)
+    if y.size < N_FFT:  # librosa warns on clips shorter than one window; zeros change no feature
+        y = np.pad(y, (0, N_FFT - y.size))
+    return y
+
+
+def _tempo(y: np.ndarray) -> float:
+    tempo = estimate_tempo(y, ANALYSIS_RATE)
+    return tempo if tempo > 0 else math.nan  # librosa reports 0 when it finds no tempo
+
+
+def tempo_bpm(audio: np.ndarray, sample_rate: int) -> float:
+    """`audio_features`' tempo_bpm alone, for where only the tempo is wanted."""
+    audio = _check_audio(audio)
+    _check_rate(sample_rate)
+    return _tempo(_analysis_signal(audio, sample_rate))
+
+
 def audio_features(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
     """Reference-free features of one mono float clip [samples] (full scale +/-1) at `sample_rate`.
 
@@ -171,7 +194,6 @@ def audio_features(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
     Raises ModelInputError (a ValueError) for non-1-D, empty or non-finite audio or a rate <= 0.
     """
     import librosa
-    import soxr
 
     audio = _check_audio(audio)
     _check_rate(sample_rate)
@@ -183,11 +205,7 @@ def audio_features(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
         "clipping_share": float(np.mean(np.abs(audio) >= CLIP_LEVEL)),
     }
 
-    y = audio if sample_rate == ANALYSIS_RATE else soxr.resample(audio, sample_rate, ANALYSIS_RATE, quality="HQ")
-    y = y.astype(np.float32)
-    if y.size < N_FFT:  # librosa warns on clips shorter than one window; zeros change no feature below
-        y = np.pad(y, (0, N_FFT - y.size))
-
+    y = _analysis_signal(audio, sample_rate)
     magnitude = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
     rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0]
     sounding = rms >= 10.0 ** (SILENCE_DBFS / 20.0)
@@ -202,8 +220,8 @@ def audio_features(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
     epsilon = 1e-6 * (energy_h + energy_p) + _EPS
     features["harmonic_percussive_db"] = 10.0 * math.log10((energy_h + epsilon) / (energy_p + epsilon))
 
-    tempo = estimate_tempo(y, ANALYSIS_RATE)
-    features["tempo_bpm"] = tempo if tempo > 0 else math.nan  # librosa reports 0 when it finds no tempo
+    tempo = _tempo(y)
+    features["tempo_bpm"] = tempo
     features["tempo_stability"] = _tempo_stability(y, tempo)
     features["pitch_stability"] = _pitch_stability(magnitude**2, sounding)
 

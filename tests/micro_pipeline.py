@@ -30,7 +30,14 @@ MICRO_PARAMS = {
         "warmup_steps": 1,
         "valid_batches": 1,
     },
-    "evaluate": {"max_prompts": 1, "duration": 1.0, "reference_clips": 4, "report_samples": 1, "batch_size": 1},
+    "evaluate": {
+        "max_prompts": 1,
+        "duration": 1.0,
+        "continuation_seconds": 0.5,
+        "reference_clips": 4,
+        "report_samples": 1,
+        "batch_size": 1,
+    },
     "export": {"int8": False, "parity_prompts": 1, "parity_steps": 2},
 }
 

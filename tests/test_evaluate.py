@@ -7,17 +7,18 @@ import json
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import markupsafe
 import numpy as np
 import pytest
 
-from components.evaluate import evaluate
-from components.evaluation.adherence import ADHERENCE, tempo_error
+from components.evaluate import EvaluateError, _continuations, evaluate
+from components.evaluation.adherence import ADHERENCE, continuation_adherence, tempo_error
 from components.evaluation.classifier import LabelClassifier, kl_divergence
 from components.evaluation.gate import GateError, decide, promote
 from components.evaluation.significance import paired_gain
-from components.params import EvaluateParams
+from components.params import EvaluateParams, ParamsError
 from components.prepare import prepare
 from model.audio_quality import FEATURES
 from tests.micro_pipeline import MICRO_DATA
@@ -155,6 +156,35 @@ def test_tempo_error_forgives_the_metrical_level_but_not_a_wrong_tempo():
     assert tempo_error(90.0, 120.0) > 0.2
 
 
+@pytest.mark.unit
+def test_continuation_adherence_reads_the_beat_of_what_followed_the_opening():
+    rate = 32_000
+    clicks = np.zeros(7 * rate, dtype=np.float32)
+    for beat in np.arange(0.0, 7.0, 60 / 100):  # 100 BPM
+        start = round(beat * rate)
+        clicks[start : start + 320] = np.exp(-np.arange(320) / 40.0)
+    kept = continuation_adherence(clicks, rate, {"tempo": 100})
+    assert kept["continued_tempo_match"] == 1.0 and kept["continued_tempo_error"] < 0.04
+    lost = continuation_adherence(clicks, rate, {"tempo": 130})
+    assert lost["continued_tempo_match"] == 0.0 and lost["continued_tempo_error"] > 0.1
+    assert continuation_adherence(clicks, rate, {"genre": "jazz"}) == {}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("seconds", [-1.0, 10.0, 12.0])
+def test_a_continuation_must_leave_something_to_generate(seconds):
+    with pytest.raises(ParamsError, match=r"continuation_seconds \(" + str(seconds)):
+        EvaluateParams(duration=10.0, continuation_seconds=seconds).check()
+    EvaluateParams(duration=10.0, continuation_seconds=0.0).check()  # off
+
+
+@pytest.mark.unit
+def test_a_test_clip_too_short_to_continue_is_named():
+    generator, clip = SimpleNamespace(sample_rate=32_000), SimpleNamespace(id="jazz-00001")
+    with pytest.raises(EvaluateError, match=r"test clip jazz-00001 is 2\.0 s long: too short to continue"):
+        _continuations({"model": generator}, {"real": [np.zeros(64_000)]}, ["a"], EvaluateParams(), [clip])
+
+
 @pytest.fixture(scope="module")
 def micro_corpus(tmp_path_factory):
     corpus = tmp_path_factory.mktemp("evaluate") / "corpus"
@@ -163,7 +193,13 @@ def micro_corpus(tmp_path_factory):
 
 
 MICRO_EVALUATION = EvaluateParams(
-    max_prompts=2, duration=2.0, batch_size=2, reference_clips=8, report_samples=2, max_fad_ratio=0.9
+    max_prompts=2,
+    duration=2.0,
+    continuation_seconds=1.0,
+    batch_size=2,
+    reference_clips=8,
+    report_samples=2,
+    max_fad_ratio=0.9,
 )
 
 
@@ -242,6 +278,9 @@ def test_an_onnx_export_is_evaluated_beside_the_same_baselines(micro_dir, micro_
     onnx_run = evaluate(micro_dir, micro_corpus, tmp_path / "onnx", params, onnx_dir=micro_export.out_dir).metrics
     # The baselines do not depend on the backend; the model's samples come from ONNX Runtime, which samples
     # the same tokens as torch for the same seed (top-k at MusicGen's default covers the micro vocabulary).
+    # The export has no codec encoder to read a real opening with: no continuation metrics.
+    continued = {"continued_tempo_match", "continued_tempo_error"}
+    assert set(torch_run["adherence"]) - set(onnx_run["adherence"]) == continued
     for name in onnx_run["fad"]:
         assert onnx_run["fad"][name]["untrained"] == torch_run["fad"][name]["untrained"]
         assert onnx_run["fad"][name]["model"] == pytest.approx(torch_run["fad"][name]["model"], rel=1e-3)

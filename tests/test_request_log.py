@@ -224,6 +224,7 @@ def evaluated(micro_dir, tmp_path_factory) -> Path:
     params = EvaluateParams(
         max_prompts=3,
         duration=1.0,
+        continuation_seconds=0.0,  # off: monitoring's reference does not use it
         batch_size=3,
         reference_clips=2,
         report_samples=1,

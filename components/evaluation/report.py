@@ -68,7 +68,7 @@ def summary_chart_uri(metrics: dict[str, Any]) -> str:
     panels = [(f"FAD ({name}) ↓", values) for name, values in metrics["fad"].items()]
     panels += [
         (f"{name} ↑", metrics["adherence"][name])
-        for name in ("tempo_match", "key_score", "label_accuracy")
+        for name in ("tempo_match", "continued_tempo_match", "key_score", "label_accuracy")
         if name in metrics["adherence"]
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.4), dpi=90)
