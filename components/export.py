@@ -51,6 +51,8 @@ from components.codec_graph import traceable_codec
 from components.params import ExportParams, ParamsError, load_section
 from components.shared_cache_graph import TRANSLATIONS, self_attention
 from model.atomic_io import atomic_directory
+from model.beat_grid import FILE as BEAT_GRID_FILE
+from model.beat_grid import beat_grid_of
 from model.build import text_projection
 from model.checkpoint import load_model
 from model.decoder_step import (
@@ -637,6 +639,12 @@ def export(model_dir: Path, out_dir: Path, params: ExportParams) -> ExportReport
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model, processor, card = load_model(model_dir)
+    if beat_grid_of(model.decoder) is not None:
+        # Graphs without the grid would serve the model without its tempo conditioning, silently.
+        raise ExportError(
+            f"{model_dir} has a beat grid ({BEAT_GRID_FILE}, train.beat_grid), which the ONNX graphs do not "
+            "carry yet: serve it with the torch backend"
+        )
     data = parity_inputs(model, processor, card, params)
     layers = model.config.decoder.num_hidden_layers
     report = ExportReport(out_dir=out_dir, opset=params.opset, parity={}, sizes={})

@@ -144,6 +144,9 @@ class TrainParams:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     condition_dropout: float = 0.3  # share of captions replaced by the null condition (for guidance)
+    # A beat grid at the caption's tempo summed into the decoder's inputs (model/beat_grid.py).
+    beat_grid: bool = False
+    beat_grid_dropout: float = 0.2  # share of the kept captions trained without their grid
     dropout: float | None = None  # the decoder's dropout; None keeps the preset's
     eval_every: int = 100
     checkpoint_every: int = 50
@@ -158,6 +161,8 @@ class TrainParams:
             raise ParamsError("train.batch_size must be a multiple of train.grad_accumulation")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ParamsError(f"train.condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if not 0.0 <= self.beat_grid_dropout < 1.0:
+            raise ParamsError(f"train.beat_grid_dropout must be in [0, 1), got {self.beat_grid_dropout}")
         if self.mixed_precision not in ("auto", "off"):
             raise ParamsError(f"train.mixed_precision must be auto or off, got {self.mixed_precision!r}")
 

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +32,7 @@ from components.training.batches import Batch, TokenCrops
 from components.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from components.training.objective import DecoderObjective, TextCache, unigram_loss
 from components.training.provenance import data_version, git_commit
+from model.beat_grid import attach_beat_grid, prompt_tempi
 from model.build import build_model
 from model.checkpoint import ModelCard, save_model
 from model.errors import ModelInputError, first_line
@@ -101,6 +102,8 @@ class _Trainer:
             raise ParamsError("train.batch_size must divide by (processes x grad_accumulation)")
         torch.manual_seed(params.seed)
         self.model, self.processor = build_model(preset, codec=codec_dir, seed=params.seed)
+        if params.beat_grid:
+            attach_beat_grid(self.model.decoder, info["frame_rate"])
         vocab = self.model.config.decoder.vocab_size
         if (info["num_codebooks"], info["codebook_size"]) != (self.model.config.decoder.num_codebooks, vocab):
             raise ParamsError(
@@ -113,6 +116,10 @@ class _Trainer:
         self.text = {
             "train": TextCache(self.model, tokenizer, [c.caption for c in self.train_set.clips]),
             "valid": TextCache(self.model, tokenizer, [c.caption for c in self.valid_set.clips]),
+        }
+        self.tempi = {
+            "train": prompt_tempi([c.caption for c in self.train_set.clips]),
+            "valid": prompt_tempi([c.caption for c in self.valid_set.clips]),
         }
         self.objective = DecoderObjective(self.model).to(runtime.device)
         self.wrapped = (
@@ -137,6 +144,7 @@ class _Trainer:
             "num_codebooks": self.model.config.decoder.num_codebooks,
             "codebook_size": vocab,
             "text_hidden_size": self.model.config.text_encoder.hidden_size,
+            **({"beat_grid": True} if params.beat_grid else {}),  # older checkpoints have no such key
         }
 
     def _loss(self, module, batch: Batch, split: str) -> torch.Tensor:
@@ -149,20 +157,28 @@ class _Trainer:
                 text.states[batch.clips].to(device),
                 text.masks[batch.clips].to(device),
                 batch.keep_text.to(device),
+                self.tempi[split][batch.clips] * batch.keep_grid,
+                batch.starts,
             )
 
     def train_step(self) -> float:
         params, runtime = self.params, self.runtime
         self.objective.train()
         batch = self.train_set.training_batch(
-            self.step, params.batch_size, runtime.rank, runtime.world, params.seed, params.condition_dropout
+            self.step,
+            params.batch_size,
+            runtime.rank,
+            runtime.world,
+            params.seed,
+            params.condition_dropout,
+            params.beat_grid_dropout,
         )
         parts = params.grad_accumulation
         size = len(batch.clips) // parts
         total = 0.0
         for part in range(parts):
             piece = slice(part * size, (part + 1) * size)
-            micro = Batch(batch.codes[piece], batch.clips[piece], batch.keep_text[piece])
+            micro = Batch(*(getattr(batch, f.name)[piece] for f in fields(Batch)))
             last = part == parts - 1
             sync = self.wrapped.no_sync() if runtime.world > 1 and not last else nullcontext()
             with sync:

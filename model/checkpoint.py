@@ -1,7 +1,8 @@
 """Save and load models in Hugging Face format, with a small model card, atomically.
 
 A model directory is what `save_pretrained` writes for the model and its processor, plus
-`musicops.json` (the card: preset, limits, data version, training commit, metrics). A directory
+`musicops.json` (the card: preset, limits, data version, training commit, metrics) and, for a decoder
+trained with one, the beat grid's weights (`model/beat_grid.py`). A directory
 with facebook/musicgen-small's layout (no card) loads through the same code with default limits.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
 
 from model.atomic_io import atomic_directory
+from model.beat_grid import beat_grid_of, load_beat_grid, save_beat_grid
 from model.build import configure
 from model.errors import ModelInputError, first_line
 from model.presets import Preset
@@ -67,8 +69,16 @@ def save_model(
     card: ModelCard,
 ) -> Path:
     """Write model, processor and card to `directory`, replacing it only once everything is on disk."""
+    grid = beat_grid_of(model.decoder)
     with atomic_directory(directory) as staging:
-        model.save_pretrained(staging)
+        if grid is not None:  # in its own file: model.safetensors stays a plain MusicGen's
+            del model.decoder.beat_grid
+        try:
+            model.save_pretrained(staging)
+        finally:
+            if grid is not None:
+                model.decoder.beat_grid = grid
+        save_beat_grid(model.decoder, staging)
         processor.save_pretrained(staging)
         (staging / CARD_FILE).write_text(json.dumps(asdict(card), indent=2) + "\n")
     return Path(directory)
@@ -89,4 +99,5 @@ def load_model(
     except Exception as error:  # a boundary: any failure to read the files is a bad directory
         reason = first_line(error)
         raise ModelInputError(f"cannot load the model in {directory}: {reason}") from None
+    load_beat_grid(model.decoder, directory)
     return configure(model), processor, ModelCard.read(directory)

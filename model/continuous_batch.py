@@ -92,10 +92,12 @@ class ContinuousBatch:
                 raise ValueError(f"{duration} s is longer than one context window; generate it in windows instead")
         text = generator.encode_text([prompt for _, prompt, _ in requests])
         states, mask = text.rows(self.params.guidance_scale)  # [conditional rows, unconditional rows]
+        tempi = text.row_tempi(self.params.guidance_scale)
         if self.guided:  # pair them up: each request's two rows stay adjacent as rows come and go
             order = torch.arange(2 * len(requests)).view(2, -1).t().flatten()
             states, mask = states[order], mask[order]
-        self.decoder.add(states, mask)
+            tempi = None if tempi is None else tempi[order]
+        self.decoder.add(states, mask, tempi)
         special, codebooks = self.decoder.lm.config.vocab_size, generator.num_codebooks
         for handle, _, duration in requests:
             width = generator.frames_for(duration) + codebooks

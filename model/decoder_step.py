@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from transformers import MusicgenForCausalLM
 
+from model.beat_grid import grid_embedding
+
 # Takes the new positions' keys and values [rows, heads, n, head_dim]; returns all keys and values
 # the queries attend to (the cached ones followed by the new ones).
 CacheUpdate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -33,7 +35,14 @@ class DecoderSession(Protocol):
 
     lm: Any  # `lm.config.vocab_size` is the special (pad/start) token
 
-    def start(self, text_states: torch.Tensor, text_mask: torch.Tensor | None, capacity: int) -> None: ...
+    def start(
+        self,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor | None,
+        capacity: int,
+        tempi: torch.Tensor | None = None,
+        first_frame: int = 0,
+    ) -> None: ...
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor: ...
 
@@ -154,10 +163,22 @@ class CachedDecoder:
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.position = 0
+        self.grid: torch.Tensor | None = None
 
-    def start(self, text_states: torch.Tensor, text_mask: torch.Tensor | None, capacity: int) -> None:
-        """Reset the cache for `text_states` [rows, text_len, hidden] and up to `capacity` positions."""
+    def start(
+        self,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor | None,
+        capacity: int,
+        tempi: torch.Tensor | None = None,
+        first_frame: int = 0,
+    ) -> None:
+        """Reset the cache for `text_states` [rows, text_len, hidden] and up to `capacity` positions.
+        With a beat grid on the decoder, `tempi` [rows] places position 0 at frame `first_frame` of the
+        beat of each row's tempo (model/beat_grid.py)."""
         rows = text_states.shape[0]
+        grid = grid_embedding(self.lm, tempi, first_frame, capacity)
+        self.grid = None if grid is None else grid.to(text_states.dtype)
         self.rows, self.position, self.capacity = rows, 0, capacity
         self.cross = [cross_keys_values(layer, text_states) for layer in self.decoder.layers]
         # A boolean mask: rows with no text at all (unconditional) then attend to nothing, as in
@@ -182,6 +203,8 @@ class CachedDecoder:
         self.cross = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross]
         if self.cross_mask is not None:
             self.cross_mask = self.cross_mask.index_select(0, index)
+        if self.grid is not None:
+            self.grid = self.grid.index_select(0, index)
 
     def _store(self, i: int, start: int, end: int) -> CacheUpdate:
         def update(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,6 +227,8 @@ class CachedDecoder:
         if end > self.capacity:
             raise ValueError(f"cache holds {self.capacity} positions, asked for {end}")
         x = embed(self.lm, tokens, self.decoder.embed_positions.weights[start:end])
+        if self.grid is not None:
+            x = x + self.grid[:, start:end]
         for i, layer in enumerate(self.decoder.layers):
             x = decoder_layer(layer, x, self._store(i, start, end), self.cross[i], self.cross_mask, causal=n > 1)
         self.position = end

@@ -20,10 +20,12 @@ from model.sampling import classifier_free_guidance, next_tokens
 
 @dataclass
 class Conditioning:
-    """Projected text states [B, S, hidden] and mask [B, S]; unconditional rows are added for guidance."""
+    """Projected text states [B, S, hidden] and mask [B, S]; unconditional rows are added for guidance.
+    `tempi` [B] is each prompt's tempo for a decoder with a beat grid (0: none; model/beat_grid.py)."""
 
     states: torch.Tensor
     mask: torch.Tensor
+    tempi: torch.Tensor | None = None
 
     def rows(self, guidance_scale: float, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.states.repeat_interleave(repeat, dim=0)
@@ -32,6 +34,13 @@ class Conditioning:
             return states, mask
         # The "null" condition: no text at all (zero states, fully masked), as MusicGen trains it.
         return torch.cat([states, torch.zeros_like(states)]), torch.cat([mask, torch.zeros_like(mask)])
+
+    def row_tempi(self, guidance_scale: float, repeat: int = 1) -> torch.Tensor | None:
+        """`tempi` for the rows `rows` returns: the unconditional ones get no beat grid either."""
+        if self.tempi is None:
+            return None
+        tempi = self.tempi.repeat_interleave(repeat)
+        return tempi if guidance_scale == 1.0 else torch.cat([tempi, torch.zeros_like(tempi)])
 
 
 class _Window:
@@ -75,13 +84,16 @@ def sample_window(
     new_frames: int,
     params: GenerationParams,
     generator: torch.Generator | None,
+    first_frame: int = 0,
 ) -> Iterator[torch.Tensor]:
-    """Yield the window's new frames one at a time, [B, K] each, as soon as each is complete."""
+    """Yield the window's new frames one at a time, [B, K] each, as soon as each is complete.
+    `first_frame` is where the prefix starts in the whole audio (the beat grid's phase)."""
     special = decoder.lm.config.vocab_size
     window = _Window(prefix, new_frames, special)
     batch = prefix.shape[0]
     states, mask = text.rows(params.guidance_scale)
-    decoder.start(states, mask, capacity=window.width)
+    tempi = text.row_tempi(params.guidance_scale)
+    decoder.start(states, mask, capacity=window.width, tempi=tempi, first_frame=first_frame)
     first = window.first_free_column
     logits = _feed(decoder, window.grid[:, :, :first], params.guidance_scale)
     for column in range(first, window.width):
@@ -125,15 +137,17 @@ def beam_window(
     prefix: torch.Tensor,
     new_frames: int,
     params: GenerationParams,
+    first_frame: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search over the guided log-probabilities. Returns the best new frames [B, K, T] and their
-    summed log-probability per prompt [B]."""
+    summed log-probability per prompt [B]. `first_frame` as in `sample_window`."""
     beams = params.num_beams
     special = decoder.lm.config.vocab_size
     batch, num_codebooks, _ = prefix.shape
     window = _Window(prefix.repeat_interleave(beams, dim=0), new_frames, special)
     states, mask = text.rows(params.guidance_scale, repeat=beams)
-    decoder.start(states, mask, capacity=window.width)
+    tempi = text.row_tempi(params.guidance_scale, repeat=beams)
+    decoder.start(states, mask, capacity=window.width, tempi=tempi, first_frame=first_frame)
     rows = batch * beams
     # Only the first beam is live at the start, so the first step does not pick one token n times.
     beam_scores = torch.full((batch, beams), float("-inf"))

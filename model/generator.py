@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from transformers import MusicgenForCausalLM, MusicgenForConditionalGeneration, MusicgenProcessor
 
+from model.beat_grid import beat_grid_of, prompt_tempi
 from model.build import build_model, configure, text_projection
 from model.checkpoint import ModelCard, load_model
 from model.decoder_step import CachedDecoder, DecoderSession
@@ -130,13 +131,14 @@ class BaseMusicGenerator:
             keep = context - stride if not first else min(history.shape[2], context - 1)
             prefix = history[:, :, history.shape[2] - keep :] if keep > 0 else history[:, :, :0]
             count = min(remaining, context - prefix.shape[2])
+            first_frame = history.shape[2] - prefix.shape[2]
             if params.num_beams > 1:
-                frames, _ = beam_window(self.decoder, text, prefix, count, params)
+                frames, _ = beam_window(self.decoder, text, prefix, count, params, first_frame)
                 yield frames
                 produced = [frames]
             else:
                 produced = []
-                for frame in sample_window(self.decoder, text, prefix, count, params, generator):
+                for frame in sample_window(self.decoder, text, prefix, count, params, generator, first_frame):
                     produced.append(frame[:, :, None])
                     yield produced[-1]
             history = torch.cat([history, *produced], dim=2)
@@ -262,7 +264,8 @@ class MusicGenerator(BaseMusicGenerator):
         input_ids, _, mask = self.tokenize(prompts)
         states = self.model.text_encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         states = text_projection(self.model)(states)
-        return Conditioning(states=(states * mask[..., None]).to(self.dtype), mask=mask)
+        tempi = prompt_tempi(prompts) if beat_grid_of(self.model.decoder) is not None else None
+        return Conditioning(states=(states * mask[..., None]).to(self.dtype), mask=mask, tempi=tempi)
 
     @torch.inference_mode()
     def encode_audio(self, audio: np.ndarray) -> torch.Tensor:

@@ -206,8 +206,17 @@ class OnnxDecoder:
             isinstance(runner, OrtRunner) and runner.binds_host_buffers and SHARED_CACHE_DECODER in runner.sessions
         )
 
-    def start(self, text_states: torch.Tensor, text_mask: torch.Tensor | None, capacity: int) -> None:
-        """Reset the cache for text states [rows, text_len, text_hidden] and up to `capacity` positions."""
+    def start(
+        self,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor | None,
+        capacity: int,
+        tempi: torch.Tensor | None = None,
+        first_frame: int = 0,
+    ) -> None:
+        """Reset the cache for text states [rows, text_len, text_hidden] and up to `capacity` positions.
+        `tempi` and `first_frame` are the session protocol's beat grid, which exported graphs do not have
+        (export refuses a model with one), so this text's `Conditioning` never carries tempi here."""
         if capacity > self.max_positions:
             # The graphs hold the sinusoidal table of max_position_embeddings rows (the torch decoder grows it).
             raise ModelInputError(

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import MusicgenForCausalLM
 
+from model.beat_grid import beat_grid_of
 from model.decoder_step import cross_keys_values, decoder_layer, embed, lm_logits
 
 
@@ -37,13 +38,15 @@ class RowDecoder:
         self.rows = 0
         self.length = 0  # cache columns written; the next step writes column `length`
         self.first = torch.zeros(0, dtype=torch.long)  # the column each row started at
+        self.tempi = torch.zeros(0)  # each row's beat grid tempo (0: none; model/beat_grid.py)
         self.cross: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.text_mask = torch.zeros(0, 0, dtype=torch.bool)
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
 
-    def add(self, text_states: torch.Tensor, text_mask: torch.Tensor) -> None:
-        """New rows for text states [n, text_len, hidden] and mask [n, text_len]; they start at the next step."""
+    def add(self, text_states: torch.Tensor, text_mask: torch.Tensor, tempi: torch.Tensor | None = None) -> None:
+        """New rows for text states [n, text_len, hidden] and mask [n, text_len]; they start at the next step.
+        `tempi` [n]: each row's tempo for a decoder with a beat grid (0 or None: no grid)."""
         new = [cross_keys_values(layer, text_states) for layer in self.decoder.layers]
         mask = text_mask.bool()
         if self.rows:  # pad every row's text to the longest; the mask hides the padding
@@ -60,11 +63,13 @@ class RowDecoder:
         added = text_states.shape[0]
         self._reserve(self.rows + added, text_states.dtype)
         self.first = torch.cat([self.first, torch.full((added,), self.length, dtype=torch.long)])
+        self.tempi = torch.cat([self.tempi, torch.zeros(added) if tempi is None else tempi.float()])
         self.rows += added
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep rows `index` (in that order); the others leave the batch."""
         self.first = self.first[index]
+        self.tempi = self.tempi[index]
         self.cross = [(k[index], v[index]) for k, v in self.cross]
         self.text_mask = self.text_mask[index]
         for buffer in (*self.keys, *self.values):
@@ -88,6 +93,9 @@ class RowDecoder:
             self._make_room()
         column = self.length
         x = embed(self.lm, tokens, self.decoder.embed_positions.weights[positions][:, None, :])
+        grid = beat_grid_of(self.lm)
+        if grid is not None and bool((self.tempi > 0).any()):
+            x = x + grid(self.tempi, positions, 1).to(x.dtype)
         # Rows that joined later must not see the columns written before they came; while every row
         # started at column 0 no mask is needed (and attention is faster without one).
         owned = None

@@ -29,6 +29,8 @@ class Batch:
     codes: torch.Tensor  # [B, K, frames] int64
     clips: torch.Tensor  # [B] indices into the split's clip list (for the cached text states)
     keep_text: torch.Tensor  # [B] bool: False where the caption is dropped (the null condition)
+    starts: torch.Tensor  # [B] the frame of its clip each crop starts at (the beat grid's phase)
+    keep_grid: torch.Tensor  # [B] bool: False where the beat grid is dropped (always with the caption)
 
 
 class TokenCrops:
@@ -43,16 +45,24 @@ class TokenCrops:
     def __len__(self) -> int:
         return len(self.clips)
 
-    def crop(self, index: int, rng: np.random.Generator) -> np.ndarray:
+    def crop(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """A random crop of clip `index` and the frame of the clip it starts at."""
         clip = self.clips[index]
-        start = clip.offset + int(rng.integers(0, clip.frames - self.frames + 1))
-        return np.asarray(self.codes[:, start : start + self.frames], dtype=np.int64)
+        start = int(rng.integers(0, clip.frames - self.frames + 1))
+        return np.asarray(self.codes[:, clip.offset + start : clip.offset + start + self.frames], dtype=np.int64), start
 
     def steps_per_epoch(self, global_batch: int) -> int:
         return len(self) // global_batch
 
     def training_batch(
-        self, step: int, global_batch: int, rank: int, world: int, seed: int, condition_dropout: float
+        self,
+        step: int,
+        global_batch: int,
+        rank: int,
+        world: int,
+        seed: int,
+        condition_dropout: float,
+        grid_dropout: float = 0.0,
     ) -> Batch:
         """This process's share (global_batch / world clips) of the global batch at `step`."""
         per_epoch = self.steps_per_epoch(global_batch)
@@ -63,12 +73,22 @@ class TokenCrops:
         sampler.set_epoch(epoch)
         local = global_batch // world
         indices = list(sampler)[position * local : (position + 1) * local]
-        crops, keep = [], []
+        crops, starts, keep, keep_grid = [], [], [], []
         for index in indices:
             rng = _rng(seed, "train", step, index)
-            crops.append(self.crop(index, rng))
+            crop, start = self.crop(index, rng)
+            crops.append(crop)
+            starts.append(start)
             keep.append(rng.random() >= condition_dropout)
-        return Batch(torch.from_numpy(np.stack(crops)), torch.tensor(indices), torch.tensor(keep))
+            # Drawn after the caption's draw, so a run without a grid sees the same crops and captions.
+            keep_grid.append(keep[-1] and rng.random() >= grid_dropout)
+        return Batch(
+            torch.from_numpy(np.stack(crops)),
+            torch.tensor(indices),
+            torch.tensor(keep),
+            torch.tensor(starts),
+            torch.tensor(keep_grid),
+        )
 
     def validation_batches(self, batch_size: int, count: int, seed: int) -> list[Batch]:
         """The same crops every time: validation losses are comparable across evaluations and runs."""
@@ -76,7 +96,8 @@ class TokenCrops:
         order = list(range(len(self)))
         for number in range(min(count, max(1, len(self) // batch_size))):
             indices = order[number * batch_size : (number + 1) * batch_size]
-            crops = [self.crop(i, _rng(seed, "valid", i)) for i in indices]
+            crops, starts = zip(*(self.crop(i, _rng(seed, "valid", i)) for i in indices), strict=True)
             keep = torch.ones(len(indices), dtype=torch.bool)
-            batches.append(Batch(torch.from_numpy(np.stack(crops)), torch.tensor(indices), keep))
+            batch = Batch(torch.from_numpy(np.stack(crops)), torch.tensor(indices), keep, torch.tensor(starts), keep)
+            batches.append(batch)
         return batches

@@ -2,7 +2,9 @@
 
 The loss is MusicGen's: cross-entropy of each codebook's next token under the delay pattern, with
 teacher forcing, ignoring the cells the pattern leaves empty. A dropped caption is the null condition
-(zero states), exactly what generation feeds the unconditional half of guidance.
+(zero states), exactly what generation feeds the unconditional half of guidance. A decoder with a
+beat grid (model/beat_grid.py) also sees the grid of each caption's tempo; it is dropped with the
+caption, and on its own for a share of the rest, so prompts without a tempo stay in distribution.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 
+from model.beat_grid import beat_grid_of
 from model.build import text_projection
 from model.delay_pattern import build_delay_pattern, valid_positions
 
@@ -51,9 +54,16 @@ class DecoderObjective(nn.Module):
         self.special = model.config.decoder.vocab_size
 
     def forward(
-        self, codes: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor, keep_text: torch.Tensor
+        self,
+        codes: torch.Tensor,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        keep_text: torch.Tensor,
+        tempi: torch.Tensor | None = None,
+        starts: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean next-token cross-entropy over codes [B, K, T], conditioned on text [B, S, H] / [B, S]."""
+        """Mean next-token cross-entropy over codes [B, K, T], conditioned on text [B, S, H] / [B, S] and,
+        for a decoder with a beat grid, on the grid of tempi [B] (0: none) from clip frames `starts` [B]."""
         mask = text_mask * keep_text[:, None].to(text_mask.dtype)
         states = self.project(text_states) * mask[..., None].to(text_states.dtype)
         # A dropped caption attends to one zero state rather than to none: the same output (zero states
@@ -66,9 +76,15 @@ class DecoderObjective(nn.Module):
         inputs, targets = delayed[:, :, :-1], delayed[:, :, 1:].clone()
         valid = valid_positions(codebooks, frames + codebooks, codes.device)[:, 1:]
         targets[:, ~valid] = IGNORE
-        logits = self.decoder(
-            input_ids=inputs.reshape(batch * codebooks, -1), encoder_hidden_states=states, encoder_attention_mask=mask
-        ).logits
+        grid = beat_grid_of(self.decoder)
+        if grid is None or tempi is None:
+            embedded = {"input_ids": inputs.reshape(batch * codebooks, -1)}
+        else:
+            # Input column c is where frame c's first codebook is predicted: it gets frame c's grid.
+            tokens = self.decoder.model.decoder.embed_tokens
+            x = sum(tokens[k](inputs[:, k]) for k in range(codebooks))
+            embedded = {"inputs_embeds": x + grid(tempi, starts, inputs.shape[2]).to(x.dtype)}
+        logits = self.decoder(**embedded, encoder_hidden_states=states, encoder_attention_mask=mask).logits
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
 
 

@@ -1,0 +1,149 @@
+"""The beat grid: the tempo read from prompts, the phase features, how a grid is saved and loaded, and
+that every decoding path (one batch, beams, continuous batching, training) adds the same grid."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from components.params import TrainParams
+from components.train import train
+from model import MusicGenerator
+from model.beat_grid import FILE, attach_beat_grid, grid_features, prompt_tempo
+from model.checkpoint import save_model
+from model.decoder_step import CachedDecoder
+from model.errors import ModelInputError
+from model.params import GenerationParams
+from tests.conftest import MICRO
+from tests.micro_pipeline import micro_tokens
+from tests.test_train import MICRO_TRAIN
+
+TEMPO_PROMPT = "upbeat rock at 120 BPM with drums"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "tempo"),
+    [
+        ("Calm jazz at 96 BPM in D minor.", 96.0),
+        ("techno, 128bpm", 128.0),
+        ("lofi (85.5 bpm), 85.5 BPM again", 85.5),
+        ("rock at 120 BPM over a 90 BPM groove", 0.0),  # two different tempi: none is trusted
+        ("ambient pads, slow", 0.0),
+        ("a 1200 BPM blast", 0.0),  # out of range
+        ("", 0.0),
+    ],
+)
+def test_prompt_tempo(prompt, tempo):
+    assert prompt_tempo(prompt) == tempo
+
+
+def test_features_follow_the_beat_and_the_bar():
+    rate, bpm = 50.0, 120.0  # a beat every 25 frames, a bar every 100
+    features = grid_features(torch.tensor([bpm, 0.0]), 0, 201, rate)
+    assert features.shape == (2, 201, 6)
+    assert features[1].abs().max() == 0  # no tempo, no grid
+    beat_sin, beat_cos, bar_sin, bar_cos = features[0, :, 2], features[0, :, 3], features[0, :, 4], features[0, :, 5]
+    for beat in range(8):
+        assert beat_cos[25 * beat] == pytest.approx(1.0, abs=1e-6)
+        assert beat_sin[25 * beat] == pytest.approx(0.0, abs=1e-5)
+    assert bar_cos[100] == pytest.approx(1.0, abs=1e-6) and bar_cos[50] == pytest.approx(-1.0, abs=1e-6)
+    assert beat_cos[12] < 0 and bar_sin[25] == pytest.approx(1.0, abs=1e-6)
+    # A window that starts later continues the same grid.
+    later = grid_features(torch.tensor([bpm]), torch.tensor([37]), 20, rate)
+    torch.testing.assert_close(later[0], features[0, 37:57])
+    assert math.isclose(float(features[0, :, :2].pow(2).sum(-1).mean()), 1.0, rel_tol=1e-6)
+
+
+def _with_grid(micro, tmp_path, scale: float = 0.5) -> MusicGenerator:
+    """The micro model with a random (non-zero) beat grid, saved and loaded back; `micro` is left alone."""
+    grid = attach_beat_grid(micro.model.decoder, micro.frame_rate)
+    with torch.no_grad():
+        grid.proj.weight.copy_(scale * torch.randn(grid.proj.weight.shape, generator=torch.Generator().manual_seed(0)))
+    try:
+        save_model(micro.model, micro.processor, tmp_path / "grid", micro.card)
+    finally:
+        del micro.model.decoder.beat_grid
+    return MusicGenerator.load(tmp_path / "grid")
+
+
+def test_a_grid_is_saved_beside_a_plain_musicgen_and_loads_back(micro, tmp_path):
+    gridded = _with_grid(micro, tmp_path)
+    assert (tmp_path / "grid" / FILE).is_file()
+    assert not any("beat" in name for name in load_file(tmp_path / "grid" / "model.safetensors"))
+    assert gridded.model.decoder.beat_grid.frame_rate == micro.frame_rate
+    assert not hasattr(micro.model.decoder, "beat_grid")  # the fixture's model is left as it was
+    (tmp_path / "grid" / FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelInputError, match="cannot read the beat grid"):
+        MusicGenerator.load(tmp_path / "grid")
+
+
+def test_a_grid_of_another_size_is_named(micro, tmp_path):
+    _with_grid(micro, tmp_path)
+    from safetensors.torch import save_file
+
+    save_file({"proj.weight": torch.zeros(7, 6)}, tmp_path / "grid" / FILE, metadata={"frame_rate": "50.0"})
+    with pytest.raises(ModelInputError, match="not a beat grid for this decoder"):
+        MusicGenerator.load(tmp_path / "grid")
+
+
+def test_the_grid_changes_prompts_with_a_tempo_and_only_those(micro, tmp_path):
+    gridded = _with_grid(micro, tmp_path)
+    params = GenerationParams(duration=0.4, seed=3)
+    plain = {p: micro.generate([p], params).codes for p in (TEMPO_PROMPT, "upbeat rock with drums")}
+    assert not torch.equal(gridded.generate([TEMPO_PROMPT], params).codes, plain[TEMPO_PROMPT])
+    assert torch.equal(gridded.generate(["upbeat rock with drums"], params).codes, plain["upbeat rock with drums"])
+    beams = GenerationParams(duration=0.2, num_beams=2)  # beam search reorders the grid with the cache
+    assert not torch.equal(gridded.generate([TEMPO_PROMPT], beams).codes, micro.generate([TEMPO_PROMPT], beams).codes)
+    # A fresh grid starts at zero: exactly no grid until trained.
+    attach_beat_grid(micro.model.decoder, micro.frame_rate)
+    try:
+        assert torch.equal(micro.generate([TEMPO_PROMPT], params).codes, plain[TEMPO_PROMPT])
+    finally:
+        del micro.model.decoder.beat_grid
+
+
+@torch.inference_mode()
+def test_every_decoding_path_adds_the_same_grid(micro, tmp_path):
+    gridded = _with_grid(micro, tmp_path)
+    text = gridded.encode_text([TEMPO_PROMPT])
+    assert text.tempi.tolist() == [120.0]
+    states, mask, tempi = *text.rows(3.0), text.row_tempi(3.0)
+    assert tempi.tolist() == [120.0, 0.0]  # guidance's unconditional row has no grid
+    tokens = torch.randint(0, 64, (12, 4, 1), generator=torch.Generator().manual_seed(0))
+    # A window that starts at frame 5 of the audio continues the grid of the one that started at 0.
+    whole = CachedDecoder(gridded.model.decoder)
+    whole.start(states, mask, capacity=12, tempi=tempi)
+    expected = [whole.step(t.expand(2, -1, -1)) for t in tokens]
+    rows = gridded.row_decoder(16)
+    rows.add(states, mask, tempi)
+    got = [rows.step(t.expand(2, -1, -1)) for t in tokens]
+    for mine, theirs in zip(got, expected, strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    ungridded = CachedDecoder(gridded.model.decoder)
+    ungridded.start(states, mask, capacity=12)
+    assert not torch.allclose(ungridded.step(tokens[0].expand(2, -1, -1)), expected[0])
+
+
+def test_training_with_a_grid_learns_and_saves_it(tmp_path_factory):
+    codec, token_dir = micro_tokens(tmp_path_factory.mktemp("grid-tokens"))
+    out = tmp_path_factory.mktemp("grid-run")
+    params = TrainParams(**{**MICRO_TRAIN, "steps": 6, "beat_grid": True})
+    train(token_dir, codec, out / "train", out / "model", params, preset=MICRO, show_progress=False)
+    weight = load_file(out / "model" / FILE)["proj.weight"]
+    assert weight.abs().max() > 0  # trained away from its zero start
+    generator = MusicGenerator.load(out / "model")
+    assert generator.model.decoder.beat_grid.frame_rate == generator.frame_rate
+    assert generator.generate([TEMPO_PROMPT], GenerationParams(duration=0.2, seed=0)).audio.shape == (1, 6400)
+
+
+def test_export_refuses_a_grid_it_cannot_carry(micro, tmp_path):
+    from components.export import ExportError, export
+    from components.params import ExportParams
+
+    _with_grid(micro, tmp_path)
+    with pytest.raises(ExportError, match="beat grid"):
+        export(tmp_path / "grid", tmp_path / "onnx", ExportParams())
+    assert not (tmp_path / "onnx").exists()
