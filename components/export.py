@@ -8,6 +8,10 @@ Output folder (published whole or not at all):
         Optimum's MusicGen file, tensor and axis names; model/onnx_backend.py lists every input and output.
         decoder logits are [total_batch_size_x_num_codebooks, decoder_sequence_length, vocab], as
         transformers returns them (row b*K + k is codebook k of batch row b).
+    beat_grid.json
+        only for a decoder with a beat grid (train.beat_grid): its decoder graphs take the grid's
+        features as one more input, `beat_grid` [total_batch_size, decoder_sequence_length, 6]
+        (model/beat_grid.py), which the generators compute from each prompt's tempo.
     decoder_with_shared_cache.onnx
         ours: the cached step over fixed-capacity cache buffers that ONNX Runtime appends to in place
         (components/shared_cache_graph.py); the ONNX Runtime backend's cached step where it can bind them.
@@ -51,8 +55,8 @@ from components.codec_graph import traceable_codec
 from components.params import ExportParams, ParamsError, load_section
 from components.shared_cache_graph import TRANSLATIONS, self_attention
 from model.atomic_io import atomic_directory
-from model.beat_grid import FILE as BEAT_GRID_FILE
-from model.beat_grid import beat_grid_of
+from model.beat_grid import ONNX_INPUT as BEAT_GRID_INPUT
+from model.beat_grid import beat_grid_of, grid_features, grid_in_forward, prompt_tempi, write_onnx_note
 from model.build import text_projection
 from model.checkpoint import load_model
 from model.decoder_step import (
@@ -85,9 +89,9 @@ from model.params import GenerationParams
 EXPORT_FILE, INT8_DIR = "export.json", "int8"
 CACHED_STEPS = (DECODER_WITH_PAST, SHARED_CACHE_DECODER)  # checked after a decoder_model prefill
 GUIDANCE = 3.0  # the guided batch of the parity check: prompts, then as many unconditional rows
-PROMPTS = [
+PROMPTS = [  # with and without a tempo: a beat grid's rows get features or zeros
     "jazz",
-    "upbeat electronic dance track with a punchy kick drum and bright synth leads",
+    "upbeat electronic dance track at 128 BPM with a punchy kick drum and bright synth leads",
     "slow folk ballad with fiddle",
     "ambient pads over soft piano, calm and spacious, with distant rain",
 ]
@@ -150,13 +154,23 @@ def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class _DecoderGraph(torch.nn.Module):
-    """The MusicGen decoder over an explicit cache, with model/decoder_step.py's per-layer code."""
+    """The MusicGen decoder over an explicit cache, with model/decoder_step.py's per-layer code. A decoder
+    with a beat grid (model/beat_grid.py) takes its features [B, n, 6] as one more input, `beat_grid`,
+    which the cached steps take before the cache."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.lm = model.decoder
         self.projection = text_projection(model)
         self.num_codebooks = model.config.decoder.num_codebooks
+        grid = beat_grid_of(model.decoder)
+        self.grid = None if grid is None else grid.proj
+
+    def _with_grid(self, x: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        return x if features is None or self.grid is None else x + self.grid(features)
+
+    def _grid_and_cache(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
+        return (None, inputs) if self.grid is None else (inputs[0], inputs[1:])
 
     def _decode(
         self,
@@ -164,6 +178,7 @@ class _DecoderGraph(torch.nn.Module):
         mask: torch.Tensor,
         cross: list[tuple[torch.Tensor, torch.Tensor]],
         past: list[tuple[torch.Tensor, torch.Tensor]] | None,
+        features: torch.Tensor | None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         tokens = ids.unflatten(0, (-1, self.num_codebooks))  # [B*K, n] -> [B, K, n]
         start = 0 if past is None else past[0][0].shape[2]
@@ -171,7 +186,7 @@ class _DecoderGraph(torch.nn.Module):
         # index_select, not a slice: a position past the table fails in onnxruntime instead of silently
         # giving a shorter embedding.
         positions = decoder.embed_positions.weights.index_select(0, torch.arange(tokens.shape[2]) + start)
-        x = embed(self.lm, tokens, positions)
+        x = self._with_grid(embed(self.lm, tokens, positions), features)
         cross_mask = _additive_mask(mask, x.dtype)
         presents: list[torch.Tensor] = []
         for i, layer in enumerate(decoder.layers):
@@ -191,11 +206,15 @@ class DecoderGraph(_DecoderGraph):
     """decoder_model: the prefill from an empty cache; projects and masks the raw text states itself."""
 
     def forward(
-        self, decoder_input_ids: torch.Tensor, encoder_outputs: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        decoder_input_ids: torch.Tensor,
+        encoder_outputs: torch.Tensor,
+        attention_mask: torch.Tensor,
+        beat_grid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         states = self.projection(encoder_outputs) * attention_mask[..., None].to(encoder_outputs.dtype)
         cross = [cross_keys_values(layer, states) for layer in self.lm.model.decoder.layers]
-        logits, presents = self._decode(decoder_input_ids, attention_mask, cross, None)
+        logits, presents = self._decode(decoder_input_ids, attention_mask, cross, None, beat_grid)
         out = [logits]
         for i, (k, v) in enumerate(cross):
             out += [presents[2 * i], presents[2 * i + 1], k, v]
@@ -206,12 +225,13 @@ class DecoderWithPastGraph(_DecoderGraph):
     """decoder_with_past_model: one position more over the cache decoder_model (or itself) returned."""
 
     def forward(
-        self, decoder_input_ids: torch.Tensor, attention_mask: torch.Tensor, *past_key_values: torch.Tensor
+        self, decoder_input_ids: torch.Tensor, attention_mask: torch.Tensor, *inputs: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
+        features, past_key_values = self._grid_and_cache(inputs)
         layers = range(len(past_key_values) // 4)
         past = [(past_key_values[4 * i], past_key_values[4 * i + 1]) for i in layers]
         cross = [(past_key_values[4 * i + 2], past_key_values[4 * i + 3]) for i in layers]
-        logits, presents = self._decode(decoder_input_ids, attention_mask, cross, past)
+        logits, presents = self._decode(decoder_input_ids, attention_mask, cross, past, features)
         return (logits, *presents)
 
 
@@ -225,12 +245,14 @@ class DecoderWithSharedCacheGraph(_DecoderGraph):
         attention_mask: torch.Tensor,
         seqlens_k: torch.Tensor,
         total_sequence_length: torch.Tensor,
-        *past_key_values: torch.Tensor,
+        *inputs: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
+        features, past_key_values = self._grid_and_cache(inputs)
         tokens = decoder_input_ids.unflatten(0, (-1, self.num_codebooks))
         decoder = self.lm.model.decoder
         position = (total_sequence_length.to(torch.int64) - 1).reshape(1)
         x = embed(self.lm, tokens, decoder.embed_positions.weights.index_select(0, position))
+        x = self._with_grid(x, features)
         cross_mask = _additive_mask(attention_mask, x.dtype)
         presents: list[torch.Tensor] = []
         for i, layer in enumerate(decoder.layers):
@@ -307,7 +329,8 @@ class GraphSpec:
 
 def graph_specs(model: torch.nn.Module, example_ids: torch.Tensor, example_mask: torch.Tensor) -> dict[str, GraphSpec]:
     """The four graphs of Optimum's MusicGen layout and decoder_with_shared_cache; `example_*` are two
-    tokenized prompts, one padded."""
+    tokenized prompts, one padded. A decoder with a beat grid gets its `beat_grid` input in the three
+    decoder graphs."""
     config = model.config
     K, layers = config.decoder.num_codebooks, config.decoder.num_hidden_layers
     Dim = torch.export.Dim
@@ -328,6 +351,14 @@ def graph_specs(model: torch.nn.Module, example_ids: torch.Tensor, example_mask:
             buffers[j] = torch.cat([buffers[j], torch.zeros_like(buffers[j][:, :, :2])], dim=2)
     filled = past[0].shape[2]
     text_batch = Dim("batch_size")
+    length = Dim("decoder_sequence_length")
+    # The grid's features (Optimum's graphs have no such input): [batch, n, 6] beside the tokens.
+    gridded = beat_grid_of(model.decoder) is not None
+    grid_name, grid_example, grid_shape, step_grid = (
+        ([BEAT_GRID_INPUT], (torch.randn(2, 3, 6),), ({0: batch, 1: length},), [torch.randn(2, 1, 6)])
+        if gridded
+        else ([], (), (), [])
+    )
     hop = round(config.audio_encoder.sampling_rate / config.audio_encoder.frame_rate)
     return {
         TEXT_ENCODER: GraphSpec(
@@ -339,18 +370,19 @@ def graph_specs(model: torch.nn.Module, example_ids: torch.Tensor, example_mask:
         ),
         DECODER: GraphSpec(
             DecoderGraph(model),
-            (tokens, states, example_mask),
-            ["decoder_input_ids", "encoder_outputs", "attention_mask"],
+            (tokens, states, example_mask, *grid_example),
+            ["decoder_input_ids", "encoder_outputs", "attention_mask", *grid_name],
             ["logits", *present_names(layers)],
-            ({0: rows, 1: Dim("decoder_sequence_length")}, {0: batch, 1: text_len}, {0: batch, 1: text_len}),
+            ({0: rows, 1: length}, {0: batch, 1: text_len}, {0: batch, 1: text_len}, *grid_shape),
             renames,
         ),
         DECODER_WITH_PAST: GraphSpec(
             DecoderWithPastGraph(model),
-            (tokens[:, -1:], example_mask, *past),
-            ["decoder_input_ids", "attention_mask", *past_names(layers)],
+            (tokens[:, -1:], example_mask, *step_grid, *past),
+            ["decoder_input_ids", "attention_mask", *grid_name, *past_names(layers)],
             ["logits", *present_names(layers, with_encoder=False)],
-            ({0: rows}, {0: batch, 1: text_len}, tuple(past_shapes)),  # *past_key_values is one argument
+            # *inputs (the grid, then the cache) is one argument
+            ({0: rows}, {0: batch, 1: text_len}, tuple([{0: batch}] * gridded + past_shapes)),
             renames,
         ),
         SHARED_CACHE_DECODER: GraphSpec(
@@ -360,11 +392,19 @@ def graph_specs(model: torch.nn.Module, example_ids: torch.Tensor, example_mask:
                 example_mask,
                 torch.full((2,), filled, dtype=torch.int32),  # seqlens_k: total length - 1 per row
                 torch.tensor(filled + 1, dtype=torch.int32),
+                *step_grid,
                 *buffers,
             ),
-            ["decoder_input_ids", "attention_mask", "seqlens_k", "total_sequence_length", *past_names(layers)],
+            [
+                "decoder_input_ids",
+                "attention_mask",
+                "seqlens_k",
+                "total_sequence_length",
+                *grid_name,
+                *past_names(layers),
+            ],
             ["logits", *present_names(layers, with_encoder=False)],
-            ({0: rows}, {0: batch, 1: text_len}, {0: batch}, None, tuple(buffer_shapes)),
+            ({0: rows}, {0: batch, 1: text_len}, {0: batch}, None, tuple([{0: batch}] * gridded + buffer_shapes)),
             renames,
             translations=TRANSLATIONS,
         ),
@@ -425,6 +465,7 @@ class ParityInputs:
     rows_states: np.ndarray  # the guided batch [2B, S, text_hidden]: prompts, then unconditional rows
     rows_mask: np.ndarray
     grid: np.ndarray  # delayed tokens of generated codes [2B*K, width] (duplicated for guidance)
+    beat_grid: np.ndarray | None  # a beat grid's features [2B, width, 6] (none: the model has no grid)
     prefill: int  # columns fed to decoder_model; the rest go one by one to decoder_with_past_model
     logits: np.ndarray  # transformers' decoder logits over the whole grid [2B*K, width, vocab]
     codes: list[np.ndarray]  # [1, B, K, frames] at two lengths: the generation's and a streaming chunk's
@@ -438,8 +479,10 @@ def parity_inputs(model: torch.nn.Module, processor: Any, card: Any, params: Exp
     prompts = [*PROMPTS[: params.parity_prompts], ""]
     input_ids, encoder_mask, mask = generator.tokenize(prompts)
     raw = model.text_encoder(input_ids=input_ids, attention_mask=encoder_mask).last_hidden_state
-    text = Conditioning(states=raw * mask[..., None], mask=mask)
-    rows_states, rows_mask = text.rows(GUIDANCE)
+    beat_grid = beat_grid_of(model.decoder)
+    tempi = None if beat_grid is None else prompt_tempi(prompts)
+    text = Conditioning(states=raw * mask[..., None], mask=mask, tempi=tempi)
+    rows_states, rows_mask, rows_tempi = *text.rows(GUIDANCE), text.row_tempi(GUIDANCE)
 
     K = generator.num_codebooks
     frames = max(params.parity_steps, 4)
@@ -448,11 +491,16 @@ def parity_inputs(model: torch.nn.Module, processor: Any, card: Any, params: Exp
     ).codes[:, :, :frames]
     special = model.config.decoder.vocab_size
     grid = build_delay_pattern(codes, special)
-    grid = torch.cat([grid, grid]).reshape(2 * len(prompts) * K, -1)  # the guided batch's rows
+    grid = torch.cat([grid, grid])  # the guided batch's rows
     projected = text_projection(model)(rows_states) * rows_mask[..., None]
-    logits = model.decoder(
-        input_ids=grid, encoder_hidden_states=projected, encoder_attention_mask=rows_mask, use_cache=False
-    ).logits
+    with grid_in_forward(model.decoder, rows_tempi, 0, grid.shape[2]):
+        logits = model.decoder(
+            input_ids=grid.flatten(0, 1),
+            encoder_hidden_states=projected,
+            encoder_attention_mask=rows_mask,
+            use_cache=False,
+        ).logits
+    features = None if beat_grid is None else grid_features(rows_tempi, 0, grid.shape[2], beat_grid.frame_rate)
     short = codes[:, :, :3]  # the streaming decoder's first decode: 1 frame and 2 of lookahead
     audio = [model.audio_encoder.decode(c[None], [None]).audio_values for c in (codes, short)]
     return ParityInputs(
@@ -462,7 +510,8 @@ def parity_inputs(model: torch.nn.Module, processor: Any, card: Any, params: Exp
         text_states=text.states.numpy(),
         rows_states=rows_states.numpy(),
         rows_mask=rows_mask.numpy(),
-        grid=grid.numpy(),
+        grid=grid.flatten(0, 1).numpy(),
+        beat_grid=None if features is None else features.numpy(),
         prefill=K,
         logits=logits.float().numpy(),
         codes=[codes[None].numpy(), short[None].numpy()],
@@ -514,6 +563,8 @@ def _cached_steps(
     for column in range(data.prefill, data.grid.shape[1]):
         feeds = dict(zip(past_names(num_layers), cache, strict=True))
         feeds.update(decoder_input_ids=data.grid[:, column : column + 1], attention_mask=data.rows_mask)
+        if data.beat_grid is not None:
+            feeds[BEAT_GRID_INPUT] = np.ascontiguousarray(data.beat_grid[:, column : column + 1])
         if shared:
             feeds.update(
                 seqlens_k=np.full(len(data.rows_mask), column, dtype=np.int32),
@@ -532,6 +583,8 @@ def _prefill(runner: GraphRunner, data: ParityInputs) -> dict[str, np.ndarray]:
         "encoder_outputs": data.rows_states,
         "attention_mask": data.rows_mask,
     }
+    if data.beat_grid is not None:
+        feeds[BEAT_GRID_INPUT] = np.ascontiguousarray(data.beat_grid[:, : data.prefill])
     return runner.run(DECODER, feeds)
 
 
@@ -567,10 +620,12 @@ def quantize_graph(source: Path, target: Path) -> None:
 # -- the stage -------------------------------------------------------------------------------------
 
 
-def _copy_model_files(model_dir: Path, folder: Path) -> None:
+def _copy_model_files(model_dir: Path, folder: Path, grid_frame_rate: float | None) -> None:
     for path in sorted(model_dir.iterdir()):
         if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES):
             shutil.copy2(path, folder / path.name)
+    if grid_frame_rate is not None:  # the grid's weights are in the decoder graphs; its frame rate is here
+        write_onnx_note(folder, grid_frame_rate)
 
 
 def _sizes(folder: Path) -> dict[str, int]:
@@ -613,7 +668,13 @@ def _manifest(report: ExportReport, model_dir: Path, card: Any, variant: str) ->
 
 
 def write_int8(
-    fp32: Path, folder: Path, model_dir: Path, data: ParityInputs, layers: int, params: ExportParams
+    fp32: Path,
+    folder: Path,
+    model_dir: Path,
+    data: ParityInputs,
+    layers: int,
+    params: ExportParams,
+    grid_frame_rate: float | None = None,
 ) -> dict[str, GraphParity]:
     """The int8/ folder: quantized text encoder and decoders, the fp32 codec decoder, the model files;
     checked against torch with the INT8 bound."""
@@ -625,7 +686,7 @@ def write_int8(
                 shutil.copy2(path, folder / path.name)
         else:
             quantize_graph(source, folder / source.name)
-    _copy_model_files(model_dir, folder)
+    _copy_model_files(model_dir, folder, grid_frame_rate)
     runner = OrtRunner(folder)
     parity = {graph: check_graph(runner, graph, data, layers, params.int8_tolerance) for graph in EXPORTED_GRAPHS}
     for graph, result in parity.items():
@@ -639,15 +700,13 @@ def export(model_dir: Path, out_dir: Path, params: ExportParams) -> ExportReport
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model, processor, card = load_model(model_dir)
-    if beat_grid_of(model.decoder) is not None:
-        # Graphs without the grid would serve the model without its tempo conditioning, silently.
-        raise ExportError(
-            f"{model_dir} has a beat grid ({BEAT_GRID_FILE}, train.beat_grid), which the ONNX graphs do not "
-            "carry yet: serve it with the torch backend"
-        )
+    beat_grid = beat_grid_of(model.decoder)
+    grid_frame_rate = None if beat_grid is None else beat_grid.frame_rate
     data = parity_inputs(model, processor, card, params)
     layers = model.config.decoder.num_hidden_layers
     report = ExportReport(out_dir=out_dir, opset=params.opset, parity={}, sizes={})
+    if grid_frame_rate is not None:
+        report.notes.append(f"the decoder graphs take a beat grid's features ({BEAT_GRID_INPUT}; beat_grid.json)")
     report.notes.append(
         "no codec encoder graph (Optimum has none, and torch.export cannot trace EnCodec's length-dependent "
         "strided padding): continuing an audio prompt needs the torch backend"
@@ -662,10 +721,12 @@ def export(model_dir: Path, out_dir: Path, params: ExportParams) -> ExportReport
             runner = OrtRunner(staging, graphs=(DECODER, graph) if graph in CACHED_STEPS else (graph,))
             report.parity[graph] = check_graph(runner, graph, data, layers, params.tolerance)
             _require(graph, report.parity[graph], "fp32")
-        _copy_model_files(model_dir, staging)
+        _copy_model_files(model_dir, staging, grid_frame_rate)
         report.sizes = _sizes(staging)
         if params.int8:
-            report.int8_parity = write_int8(staging, staging / INT8_DIR, model_dir, data, layers, params)
+            report.int8_parity = write_int8(
+                staging, staging / INT8_DIR, model_dir, data, layers, params, grid_frame_rate
+            )
             report.int8_sizes = _sizes(staging / INT8_DIR)
         report.seconds = time.perf_counter() - started
         (staging / EXPORT_FILE).write_text(json.dumps(_manifest(report, model_dir, card, "fp32"), indent=2) + "\n")

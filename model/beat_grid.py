@@ -14,13 +14,18 @@ the grid as it pushes towards the text.
 
 The layer lives on the decoder (`lm.beat_grid`), so everything that runs the decoder finds it there;
 `model/checkpoint.py` keeps its weights in their own file of the model directory, which is why a
-MusicGen checkpoint without one loads and runs exactly as before.
+MusicGen checkpoint without one loads and runs exactly as before. An ONNX export carries the layer
+inside its decoder graphs, which then take the features as one more input (`ONNX_INPUT`, [rows, n,
+FEATURES]); `ONNX_FILE` in the export folder says so and holds the frame rate the features need.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -31,6 +36,7 @@ from torch import nn
 from model.errors import ModelInputError, first_line
 
 FILE = "beat_grid.safetensors"
+ONNX_FILE, ONNX_INPUT = "beat_grid.json", "beat_grid"
 FEATURES = 6  # sin and cos of the sixteenth, beat and bar phase
 _NOTES_PER_BEAT = (4.0, 1.0, 0.25)
 _TEMPO = re.compile(r"(?<![\d.])(\d{2,3}(?:\.\d+)?)\s*bpm\b", re.IGNORECASE)
@@ -104,6 +110,28 @@ def grid_embedding(lm: nn.Module, tempi: torch.Tensor | None, first_frame: int, 
         return grid(tempi, first_frame, length)
 
 
+@contextlib.contextmanager
+def grid_in_forward(
+    lm: nn.Module, tempi: torch.Tensor | None, first_frames: torch.Tensor | int, length: int
+) -> Iterator[None]:
+    """While open, a transformers forward of the decoder (a MusicgenForCausalLM) over `length` positions
+    from an empty cache adds the grid of `tempi` [B] from frames `first_frames`: it is added to the
+    positional embedding's output, which transformers sums into the token embeddings. (Not through
+    `inputs_embeds`: on that path transformers' MusicgenDecoder gives every position the first one's
+    positional embedding.) Nothing is added without a grid or without tempi."""
+    grid = beat_grid_of(lm)
+    if grid is None or tempi is None:
+        yield
+        return
+    embedding = grid(tempi, first_frames, length)
+    positions = lm.model.decoder.embed_positions
+    handle = positions.register_forward_hook(lambda module, args, out: out + embedding.to(out.dtype))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def save_beat_grid(lm: nn.Module, directory: Path) -> None:
     """Write the decoder's grid (if it has one) to `directory`/FILE."""
     grid = beat_grid_of(lm)
@@ -129,3 +157,23 @@ def load_beat_grid(lm: nn.Module, directory: Path) -> BeatGrid | None:
     grid = attach_beat_grid(lm, frame_rate)
     grid.proj.weight.data.copy_(weight)
     return grid.to(next(lm.parameters()).dtype)
+
+
+def write_onnx_note(directory: Path, frame_rate: float) -> None:
+    """Tell an ONNX export's readers that its decoder graphs take `ONNX_INPUT` at this frame rate."""
+    note = {"input": ONNX_INPUT, "features": FEATURES, "frame_rate": frame_rate}
+    (directory / ONNX_FILE).write_text(json.dumps(note, indent=2) + "\n")
+
+
+def read_onnx_note(directory: Path) -> float | None:
+    """The frame rate of an ONNX export's beat grid, or None when its graphs have none."""
+    path = directory / ONNX_FILE
+    if not path.is_file():
+        return None
+    try:
+        frame_rate = float(json.loads(path.read_text())["frame_rate"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelInputError(f"{path} is not a beat grid note: {first_line(error)}") from None
+    if not frame_rate > 0:
+        raise ModelInputError(f"{path} names a frame rate of {frame_rate}, not a positive number")
+    return frame_rate

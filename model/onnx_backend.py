@@ -19,6 +19,10 @@ Graphs (file stem -> inputs -> outputs; `B` rows, `K` codebooks, `S` text tokens
                              past_key_values.{i}.decoder.key/value, past_key_values.{i}.encoder.key/value
                              -> logits [B*K, 1, vocab], present.{i}.decoder.key/value (one position longer)
     encodec_decode           audio_codes [1, B, K, frames] int64 -> audio_values [B, 1, samples] float32
+
+With a beat grid (model/beat_grid.py; the folder has beat_grid.json) the three decoder graphs take one more
+input, beat_grid [B, n, 6] float32: the grid's features of each row's n new positions (zero for rows with no
+tempo), computed here from the prompts as the torch generator computes them.
     decoder_with_shared_cache  (ours, optional) decoder_with_past over cache buffers [B, heads, capacity,
                              head_dim] holding total_sequence_length - 1 positions, plus seqlens_k [B] and
                              total_sequence_length [] int32 -> logits, present.{i}.decoder.key/value (the
@@ -42,6 +46,7 @@ import numpy as np
 import torch
 from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenProcessor
 
+from model.beat_grid import ONNX_INPUT, grid_features, prompt_tempi, read_onnx_note
 from model.checkpoint import ModelCard
 from model.decoding import Conditioning
 from model.errors import ModelInputError, first_line
@@ -192,11 +197,13 @@ class OnnxDecoder:
     graph projects them. The first `step` runs decoder_model (prefill, empty cache); every later one runs
     decoder_with_shared_cache on buffers of the session's capacity that it appends to in place, where the
     export has it and the runner is an in-process CPU `OrtRunner`; otherwise decoder_with_past_model with
-    the cache the previous call returned.
+    the cache the previous call returned. With `grid_frame_rate` (an export with a beat grid) each graph
+    also gets the grid's features of the positions it feeds.
     """
 
-    def __init__(self, runner: GraphRunner, config: MusicgenDecoderConfig):
+    def __init__(self, runner: GraphRunner, config: MusicgenDecoderConfig, grid_frame_rate: float | None = None):
         self.runner = runner
+        self.grid_frame_rate = grid_frame_rate
         self.lm = _LanguageModelView(config)
         self.num_codebooks = config.num_codebooks
         self.num_layers = config.num_hidden_layers
@@ -215,8 +222,7 @@ class OnnxDecoder:
         first_frame: int = 0,
     ) -> None:
         """Reset the cache for text states [rows, text_len, text_hidden] and up to `capacity` positions.
-        `tempi` and `first_frame` are the session protocol's beat grid, which exported graphs do not have
-        (export refuses a model with one), so this text's `Conditioning` never carries tempi here."""
+        With a beat grid, `tempi` [rows] (None or 0: no grid) places position 0 at frame `first_frame`."""
         if capacity > self.max_positions:
             # The graphs hold the sinusoidal table of max_position_embeddings rows (the torch decoder grows it).
             raise ModelInputError(
@@ -227,6 +233,10 @@ class OnnxDecoder:
         mask = torch.ones(rows, length, dtype=torch.long) if text_mask is None else text_mask
         self.mask = np.ascontiguousarray(mask.numpy().astype(np.int64))
         self.position, self.capacity = 0, capacity
+        self.grid: np.ndarray | None = None
+        if self.grid_frame_rate is not None:  # the graphs take the input: zeros when no row has a tempo
+            tempi = torch.zeros(rows) if tempi is None else tempi
+            self.grid = grid_features(tempi, first_frame, capacity, self.grid_frame_rate).numpy()
         self.cache: list[np.ndarray] = []  # past_names order: decoder key/value, encoder key/value per layer
 
     def reorder(self, index: torch.Tensor) -> None:
@@ -234,6 +244,8 @@ class OnnxDecoder:
         rows = index.numpy()
         self.cache = [np.ascontiguousarray(c[rows]) for c in self.cache]
         self.states, self.mask = self.states[rows], self.mask[rows]
+        if self.grid is not None:
+            self.grid = self.grid[rows]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed tokens [rows, codebooks, n] at the next n positions; logits [rows, codebooks, vocab] of the
@@ -245,9 +257,11 @@ class OnnxDecoder:
         if end > self.capacity:
             raise ValueError(f"cache holds {self.capacity} positions, asked for {end}")
         ids = np.ascontiguousarray(tokens.reshape(rows * codebooks, n).numpy().astype(np.int64))
+        grid = {} if self.grid is None else {ONNX_INPUT: np.ascontiguousarray(self.grid[:, start:end])}
         if start == 0:
             out = self.runner.run(
-                DECODER, {"decoder_input_ids": ids, "encoder_outputs": self.states, "attention_mask": self.mask}
+                DECODER,
+                {"decoder_input_ids": ids, "encoder_outputs": self.states, "attention_mask": self.mask, **grid},
             )
             self.cache = [out[name] for name in present_names(self.num_layers)]
             if self.in_place:
@@ -260,6 +274,7 @@ class OnnxDecoder:
                     "attention_mask": self.mask,
                     "seqlens_k": np.full(rows, end - 1, dtype=np.int32),
                     "total_sequence_length": np.array(end, dtype=np.int32),
+                    **grid,
                     **dict(zip(past_names(self.num_layers), self.cache, strict=True)),
                 },
                 {  # the same buffers: the new position is written where the step reads the cache
@@ -270,7 +285,8 @@ class OnnxDecoder:
             )
         else:
             feeds = dict(zip(past_names(self.num_layers), self.cache, strict=True))
-            out = self.runner.run(DECODER_WITH_PAST, {"decoder_input_ids": ids, "attention_mask": self.mask, **feeds})
+            feeds.update(decoder_input_ids=ids, attention_mask=self.mask, **grid)
+            out = self.runner.run(DECODER_WITH_PAST, feeds)
             # the text's keys and values do not change: only the decoder's grow
             for i in range(self.num_layers):
                 self.cache[4 * i] = out[f"present.{i}.decoder.key"]
@@ -282,15 +298,23 @@ class OnnxDecoder:
 
 class OnnxMusicGenerator(BaseMusicGenerator):
     """`MusicGenerator`'s API over an exported folder: `OnnxMusicGenerator.load(dir)` (ONNX Runtime), or
-    any `GraphRunner` (e.g. one that calls Triton) with the folder's config and tokenizer."""
+    any `GraphRunner` (e.g. one that calls Triton) with the folder's config and tokenizer (and, for graphs
+    with a beat grid, its frame rate: `model.beat_grid.read_onnx_note`)."""
 
-    def __init__(self, runner: GraphRunner, config: MusicgenConfig, processor: MusicgenProcessor, card: ModelCard):
+    def __init__(
+        self,
+        runner: GraphRunner,
+        config: MusicgenConfig,
+        processor: MusicgenProcessor,
+        card: ModelCard,
+        grid_frame_rate: float | None = None,
+    ):
         self.runner = runner
         self.config = config
         self.processor = processor
         self.card = card
         self.dtype = torch.float32
-        self.decoder = OnnxDecoder(runner, config.decoder)
+        self.decoder = OnnxDecoder(runner, config.decoder, grid_frame_rate)
         codec = config.audio_encoder
         self.sample_rate: int = codec.sampling_rate
         self.frame_rate: float = codec.frame_rate
@@ -318,8 +342,9 @@ class OnnxMusicGenerator(BaseMusicGenerator):
         except Exception as error:  # a boundary: any failure to read the files is a bad directory
             reason = first_line(error)
             raise ModelInputError(f"cannot read the config and tokenizer in {directory}: {reason}") from None
+        grid_frame_rate = read_onnx_note(directory)
         runner = runner if runner is not None else OrtRunner(directory, providers=providers, threads=threads)
-        return cls(runner, config, processor, ModelCard.read(directory))
+        return cls(runner, config, processor, ModelCard.read(directory), grid_frame_rate)
 
     def encode_text(self, prompts: list[str]) -> Conditioning:
         """Raw (unprojected) text states, zero where masked; an empty prompt is unconditional."""
@@ -331,7 +356,8 @@ class OnnxMusicGenerator(BaseMusicGenerator):
             {"input_ids": input_ids.numpy().astype(np.int64), "attention_mask": encoder_mask.numpy().astype(np.int64)},
         )["last_hidden_state"]
         states = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32)) * mask[..., None]
-        return Conditioning(states=states, mask=mask)
+        tempi = None if self.decoder.grid_frame_rate is None else prompt_tempi(prompts)
+        return Conditioning(states=states, mask=mask, tempi=tempi)
 
     def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
         raise ModelInputError(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from model import MusicGenerator
+from model.beat_grid import attach_beat_grid
 from model.build import build_model
 from model.checkpoint import ModelCard, save_model
 from model.presets import CodecPreset, DecoderPreset, Preset
@@ -40,6 +41,29 @@ def micro_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def micro(micro_dir: Path) -> MusicGenerator:
     return MusicGenerator.load(micro_dir)
+
+
+def save_with_grid(generator: MusicGenerator, directory: Path, scale: float = 0.5) -> Path:
+    """Save `generator`'s model with a random (non-zero) beat grid, so tempo prompts decode differently;
+    the generator's own model is left without one."""
+    grid = attach_beat_grid(generator.model.decoder, generator.frame_rate)
+    with torch.no_grad():
+        grid.proj.weight.copy_(scale * torch.randn(grid.proj.weight.shape, generator=torch.Generator().manual_seed(0)))
+    try:
+        return save_model(generator.model, generator.processor, directory, generator.card)
+    finally:
+        del generator.model.decoder.beat_grid
+
+
+@pytest.fixture(scope="session")
+def micro_grid_export(micro_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The micro model with a beat grid (in `report.out_dir.parent / "model"`) and its ONNX export."""
+    from components.export import export
+    from components.params import ExportParams
+
+    root = tmp_path_factory.mktemp("grid-export")
+    model_dir = save_with_grid(MusicGenerator.load(micro_dir), root / "model")
+    return export(model_dir, root / "onnx", ExportParams(int8=True))
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,11 @@
 """The beat grid: the tempo read from prompts, the phase features, how a grid is saved and loaded, and
-that every decoding path (one batch, beams, continuous batching, training) adds the same grid."""
+that every decoding path (one batch, beams, continuous batching, training, the ONNX graphs) adds the same grid."""
 
 from __future__ import annotations
 
 import math
 
+import onnx
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,13 +13,24 @@ from safetensors.torch import load_file
 from components.params import TrainParams
 from components.train import train
 from model import MusicGenerator
-from model.beat_grid import FILE, attach_beat_grid, grid_features, prompt_tempo
-from model.checkpoint import save_model
+from model.beat_grid import (
+    FEATURES,
+    FILE,
+    ONNX_FILE,
+    ONNX_INPUT,
+    attach_beat_grid,
+    grid_features,
+    grid_in_forward,
+    prompt_tempo,
+    read_onnx_note,
+)
 from model.decoder_step import CachedDecoder
 from model.errors import ModelInputError
+from model.onnx_backend import OnnxMusicGenerator, OrtRunner
 from model.params import GenerationParams
-from tests.conftest import MICRO
+from tests.conftest import MICRO, save_with_grid
 from tests.micro_pipeline import micro_tokens
+from tests.test_onnx_backend import RecordingRunner
 from tests.test_train import MICRO_TRAIN
 
 TEMPO_PROMPT = "upbeat rock at 120 BPM with drums"
@@ -57,16 +69,9 @@ def test_features_follow_the_beat_and_the_bar():
     assert math.isclose(float(features[0, :, :2].pow(2).sum(-1).mean()), 1.0, rel_tol=1e-6)
 
 
-def _with_grid(micro, tmp_path, scale: float = 0.5) -> MusicGenerator:
+def _with_grid(micro, tmp_path) -> MusicGenerator:
     """The micro model with a random (non-zero) beat grid, saved and loaded back; `micro` is left alone."""
-    grid = attach_beat_grid(micro.model.decoder, micro.frame_rate)
-    with torch.no_grad():
-        grid.proj.weight.copy_(scale * torch.randn(grid.proj.weight.shape, generator=torch.Generator().manual_seed(0)))
-    try:
-        save_model(micro.model, micro.processor, tmp_path / "grid", micro.card)
-    finally:
-        del micro.model.decoder.beat_grid
-    return MusicGenerator.load(tmp_path / "grid")
+    return MusicGenerator.load(save_with_grid(micro, tmp_path / "grid"))
 
 
 def test_a_grid_is_saved_beside_a_plain_musicgen_and_loads_back(micro, tmp_path):
@@ -113,7 +118,6 @@ def test_every_decoding_path_adds_the_same_grid(micro, tmp_path):
     states, mask, tempi = *text.rows(3.0), text.row_tempi(3.0)
     assert tempi.tolist() == [120.0, 0.0]  # guidance's unconditional row has no grid
     tokens = torch.randint(0, 64, (12, 4, 1), generator=torch.Generator().manual_seed(0))
-    # A window that starts at frame 5 of the audio continues the grid of the one that started at 0.
     whole = CachedDecoder(gridded.model.decoder)
     whole.start(states, mask, capacity=12, tempi=tempi)
     expected = [whole.step(t.expand(2, -1, -1)) for t in tokens]
@@ -122,6 +126,16 @@ def test_every_decoding_path_adds_the_same_grid(micro, tmp_path):
     got = [rows.step(t.expand(2, -1, -1)) for t in tokens]
     for mine, theirs in zip(got, expected, strict=True):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    # Training's teacher-forced forward (transformers' own decoder) sees what generation sees, here for a
+    # crop that starts at frame 5 of its clip.
+    later = CachedDecoder(gridded.model.decoder)
+    later.start(states, mask, capacity=12, tempi=tempi, first_frame=5)
+    stepped = torch.stack([later.step(t.expand(2, -1, -1)) for t in tokens], dim=2)
+    ids = tokens.permute(2, 1, 0).expand(2, -1, -1).reshape(8, 12)
+    with grid_in_forward(gridded.model.decoder, tempi, 5, 12):
+        forced = gridded.model.decoder(input_ids=ids, encoder_hidden_states=states, encoder_attention_mask=mask)
+    torch.testing.assert_close(forced.logits.reshape(2, 4, 12, -1), stepped, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(stepped[:, :, 1:], torch.stack(expected, dim=2)[:, :, 1:], atol=1e-3)
     ungridded = CachedDecoder(gridded.model.decoder)
     ungridded.start(states, mask, capacity=12)
     assert not torch.allclose(ungridded.step(tokens[0].expand(2, -1, -1)), expected[0])
@@ -139,11 +153,40 @@ def test_training_with_a_grid_learns_and_saves_it(tmp_path_factory):
     assert generator.generate([TEMPO_PROMPT], GenerationParams(duration=0.2, seed=0)).audio.shape == (1, 6400)
 
 
-def test_export_refuses_a_grid_it_cannot_carry(micro, tmp_path):
-    from components.export import ExportError, export
-    from components.params import ExportParams
+@pytest.mark.integration
+def test_the_onnx_export_carries_the_grid(micro_grid_export):
+    folder = micro_grid_export.out_dir
+    for stem in ("decoder_model", "decoder_with_past_model", "decoder_with_shared_cache"):
+        inputs = {value.name: value for value in onnx.load(str(folder / f"{stem}.onnx")).graph.input}
+        dims = [d.dim_param or d.dim_value for d in inputs[ONNX_INPUT].type.tensor_type.shape.dim]
+        assert dims[0] == "total_batch_size" and dims[2] == FEATURES, (stem, dims)
+    assert ONNX_INPUT not in {value.name for value in onnx.load(str(folder / "text_encoder.onnx")).graph.input}
+    # The parity prompts include a tempo: every graph matched torch with the grid's rows in the batch.
+    for parity in (micro_grid_export.parity, micro_grid_export.int8_parity):
+        assert all(graph.passed for graph in parity.values())
+    for variant in (folder, folder / "int8"):
+        assert read_onnx_note(variant) == MusicGenerator.load(folder.parent / "model").frame_rate
+        assert not (variant / FILE).exists()  # the weights are inside the graphs
 
-    _with_grid(micro, tmp_path)
-    with pytest.raises(ExportError, match="beat grid"):
-        export(tmp_path / "grid", tmp_path / "onnx", ExportParams())
-    assert not (tmp_path / "onnx").exists()
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", ["shared cache", "with past"])
+def test_onnx_runtime_decodes_the_grid_as_torch_does(micro_grid_export, micro, path):
+    """Token for token, across long-form windows (which start the grid at a later frame) and beams."""
+    folder = micro_grid_export.out_dir
+    gridded = MusicGenerator.load(folder.parent / "model")
+    runner = OrtRunner(folder, threads=1)
+    onnx_gen = OnnxMusicGenerator.load(folder, runner=runner if path == "shared cache" else RecordingRunner(runner))
+    assert onnx_gen.decoder.in_place == (path == "shared cache")
+    for params in (GenerationParams(duration=2.3, seed=3), GenerationParams(duration=0.3, num_beams=2)):
+        expected = gridded.generate([TEMPO_PROMPT, "ambient"], params).codes
+        assert torch.equal(onnx_gen.generate([TEMPO_PROMPT, "ambient"], params).codes, expected)
+        assert not torch.equal(micro.generate([TEMPO_PROMPT], params).codes, expected[:1])
+
+
+def test_a_bad_onnx_note_is_named(tmp_path):
+    assert read_onnx_note(tmp_path) is None
+    for text, message in [("{", "not a beat grid note"), ('{"frame_rate": -1}', "not a positive number")]:
+        (tmp_path / ONNX_FILE).write_text(text)
+        with pytest.raises(ModelInputError, match=message):
+            read_onnx_note(tmp_path)

@@ -679,11 +679,18 @@ def test_a_failing_bls_call_ends_the_request_with_the_models_error(repo: Path, m
 
 
 @pytest.mark.integration
-def test_musicgen_over_bls_streams_what_the_onnx_generator_generates(micro_export, tmp_path, monkeypatch):
-    """The real export, repository and ONNX generator; only Triton's BLS transport is the stand-in."""
+@pytest.mark.parametrize("export", ["micro_export", "micro_grid_export"])
+def test_musicgen_over_bls_streams_what_the_onnx_generator_generates(export, tmp_path, monkeypatch, request):
+    """The real export, repository and ONNX generator; only Triton's BLS transport is the stand-in. With a
+    beat grid, the decoders' configs declare its input and the generator feeds it."""
     from model import GenerationParams, OnnxMusicGenerator
 
+    micro_export = request.getfixturevalue(export)
     repo = write_repository(micro_export.out_dir, tmp_path / "triton", TritonSettings(link=False))
+    gridded = export == "micro_grid_export"
+    for name in ("decoder", "decoder_with_past"):
+        assert ('name: "beat_grid"' in (repo / name / "config.pbtxt").read_text()) == gridded
+    assert (repo / "musicgen" / "1" / "beat_grid.json").is_file() == gridded
     calls: list[str] = []
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils(repo, calls))
     model = load_model_py(repo).TritonPythonModel()
@@ -691,7 +698,7 @@ def test_musicgen_over_bls_streams_what_the_onnx_generator_generates(micro_expor
     model.initialize({"model_repository": str(repo / "musicgen"), "model_version": "1", "model_config": config})
     request = FakeRequest(
         {
-            "PROMPT": np.array([b"calm piano"], dtype=object),
+            "PROMPT": np.array([b"calm piano at 90 BPM"], dtype=object),
             "DURATION": np.array([1.0], dtype=np.float32),
             "TEMPERATURE": np.array([0.0], dtype=np.float32),
         }
@@ -701,7 +708,7 @@ def test_musicgen_over_bls_streams_what_the_onnx_generator_generates(micro_expor
     assert flags == 1 and len(chunks) > 1
     streamed = np.concatenate([response.output_tensors()[0].as_numpy() for response, _ in chunks])
     local = OnnxMusicGenerator.load(micro_export.out_dir, threads=1)
-    whole = local.generate(["calm piano"], GenerationParams(duration=1.0, temperature=0.0)).audio[0]
+    whole = local.generate(["calm piano at 90 BPM"], GenerationParams(duration=1.0, temperature=0.0)).audio[0]
     assert streamed.shape == whole.shape
     np.testing.assert_allclose(streamed, whole, atol=1e-3 * max(1e-6, float(np.abs(whole).max())))
     assert set(calls) == {"text_encoder", "decoder", "decoder_with_past", "codec_decoder"}

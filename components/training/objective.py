@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 
-from model.beat_grid import beat_grid_of
+from model.beat_grid import grid_in_forward
 from model.build import text_projection
 from model.delay_pattern import build_delay_pattern, valid_positions
 
@@ -76,15 +76,13 @@ class DecoderObjective(nn.Module):
         inputs, targets = delayed[:, :, :-1], delayed[:, :, 1:].clone()
         valid = valid_positions(codebooks, frames + codebooks, codes.device)[:, 1:]
         targets[:, ~valid] = IGNORE
-        grid = beat_grid_of(self.decoder)
-        if grid is None or tempi is None:
-            embedded = {"input_ids": inputs.reshape(batch * codebooks, -1)}
-        else:
-            # Input column c is where frame c's first codebook is predicted: it gets frame c's grid.
-            tokens = self.decoder.model.decoder.embed_tokens
-            x = sum(tokens[k](inputs[:, k]) for k in range(codebooks))
-            embedded = {"inputs_embeds": x + grid(tempi, starts, inputs.shape[2]).to(x.dtype)}
-        logits = self.decoder(**embedded, encoder_hidden_states=states, encoder_attention_mask=mask).logits
+        # Input column c is where frame c's first codebook is predicted: it gets frame c's grid.
+        with grid_in_forward(self.decoder, tempi, starts, inputs.shape[2]):
+            logits = self.decoder(
+                input_ids=inputs.reshape(batch * codebooks, -1),
+                encoder_hidden_states=states,
+                encoder_attention_mask=mask,
+            ).logits
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
 
 
