@@ -30,6 +30,7 @@ def _micro_params(promoted: Path, **evaluate: object) -> dict:
     # No thresholds and no promoted model: a 3-step model passes, so the deploy branch runs.
     overrides |= {
         "evaluate.max_fad_ratio": None,
+        "evaluate.min_tempo_match": None,
         "evaluate.min_label_accuracy": None,
         "evaluate.promoted": str(promoted),
     }
