@@ -28,10 +28,12 @@ PROMPT = "a laid-back jazz tune at 92 BPM with saxophone, walking bass and brush
 
 def step_latency(generator, batch: int, steps: int) -> float:
     """Median seconds per cached decoder step over `steps` steps at `batch` prompts with guidance."""
-    states, mask = generator.encode_text([PROMPT] * batch).rows(3.0)
+    text = generator.encode_text([PROMPT] * batch)
+    states, mask = text.rows(3.0)
     decoder = generator.decoder
     rows, codebooks = states.shape[0], generator.num_codebooks
-    decoder.start(states, mask, capacity=steps + 1)
+    # The prompt's tempo too: a model with a beat grid adds it at every step, as generation does.
+    decoder.start(states, mask, capacity=steps + 1, tempi=text.row_tempi(3.0))
     tokens = torch.randint(0, 1024, (rows, codebooks, 1), generator=torch.Generator().manual_seed(0))
     decoder.step(tokens)  # the prefill (first position) is not a cached step
     times = []
