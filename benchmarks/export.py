@@ -24,16 +24,17 @@ import torch
 from model import GenerationParams, MusicGenerator, OnnxMusicGenerator
 
 PROMPT = "a laid-back jazz tune at 92 BPM with saxophone, walking bass and brushed drums"
+GUIDANCE = 3.0  # every measurement runs the guided rows generation runs
 
 
 def step_latency(generator, batch: int, steps: int) -> float:
     """Median seconds per cached decoder step over `steps` steps at `batch` prompts with guidance."""
     text = generator.encode_text([PROMPT] * batch)
-    states, mask = text.rows(3.0)
+    states, mask = text.rows(GUIDANCE)
     decoder = generator.decoder
     rows, codebooks = states.shape[0], generator.num_codebooks
     # The prompt's tempo too: a model with a beat grid adds it at every step, as generation does.
-    decoder.start(states, mask, capacity=steps + 1, tempi=text.row_tempi(3.0))
+    decoder.start(states, mask, capacity=steps + 1, tempi=text.row_tempi(GUIDANCE))
     tokens = torch.randint(0, 1024, (rows, codebooks, 1), generator=torch.Generator().manual_seed(0))
     decoder.step(tokens)  # the prefill (first position) is not a cached step
     times = []
@@ -77,12 +78,12 @@ def main() -> None:
         "onnxruntime fp32": OnnxMusicGenerator.load(onnx_dir),
         "onnxruntime int8": OnnxMusicGenerator.load(onnx_dir / "int8"),
     }
-    params = GenerationParams(duration=args.duration, guidance_scale=3.0, top_k=250, seed=0)
+    params = GenerationParams(duration=args.duration, guidance_scale=GUIDANCE, top_k=250, seed=0)
     for generator in backends.values():  # warm-up: first calls allocate and load kernels
         generator.generate([PROMPT], GenerationParams(duration=0.5, seed=0))
 
     print(
-        f"model {args.model}, {args.duration:g} s per request, guidance 3, top-k 250, "
+        f"model {args.model}, {args.duration:g} s per request, guidance {GUIDANCE:g}, top-k 250, "
         f"{torch.get_num_threads()} torch threads, median of {args.repeats}\n"
     )
     print(
