@@ -1,6 +1,7 @@
-"""Directories that appear whole or not at all: build in a staging folder beside the target, then swap.
+"""Files and directories that appear whole or not at all: write beside the target, flush, then rename over it.
 
-Used for model directories and for every dataset a stage writes. With a `resume_key`, the staging
+`atomic_file` serves single files (audio, statistics, the request log's part files, state); `atomic_directory`
+serves model directories and every dataset a stage writes. With a `resume_key`, the staging
 folder survives a crash and a rerun with the same key continues in it (the key should change
 whenever the contents would: e.g. a hash of the parameters).
 """
@@ -13,6 +14,36 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+
+
+@contextmanager
+def atomic_file(target: str | Path) -> Iterator[BinaryIO]:
+    """Yield a binary handle on a hidden temporary file beside `target`; on success its bytes reach the disk and
+    it is renamed over `target`, on error it is removed. Readers see the old file or the new one, never a part."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(descriptor, 0o644)  # mkstemp's 0600 would carry over to the published file
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())  # the bytes are on disk before the name says the file is whole
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    # The rename itself survives a power cut only once the directory entry is flushed.
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @contextmanager

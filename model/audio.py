@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from model.atomic_io import atomic_file
 from model.errors import ModelInputError
 
 
@@ -52,14 +52,8 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     if file_format is None:
         raise ModelInputError(f"output {path} must end in .wav or .flac")
     check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format=file_format)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        sf.write(handle, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format=file_format)
     return path
 
 

@@ -22,8 +22,6 @@ Two ways to get Tr((C1 C2)^(1/2)):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,6 +29,7 @@ from typing import Literal
 import numpy as np
 from scipy import linalg
 
+from model.atomic_io import atomic_file
 from model.errors import ModelInputError
 
 Method = Literal["symmetric", "sqrtm"]
@@ -74,24 +73,17 @@ class GaussianStats:
         return int(self.mean.size)
 
     def save(self, path: str | Path) -> Path:
-        """Write the statistics to `path` as .npz (written to a temporary file, then renamed into place)."""
+        """Write the statistics to `path` as .npz, atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            # Saving through the open file keeps the name as given (np.savez would append ".npz" to a str).
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(
-                    handle,
-                    mean=self.mean,
-                    cov=self.cov,
-                    count=np.int64(self.count),
-                    embedder=np.str_(self.embedder or ""),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Saving through the open file keeps the name as given (np.savez would append ".npz" to a str).
+        with atomic_file(path) as handle:
+            np.savez(
+                handle,
+                mean=self.mean,
+                cov=self.cov,
+                count=np.int64(self.count),
+                embedder=np.str_(self.embedder or ""),
+            )
         return path
 
     @classmethod

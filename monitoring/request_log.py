@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from model.atomic_io import atomic_file
 from monitoring.features import PromptProjection, TextEncoder, audio_row, empty_audio_row, prompt_columns
 from monitoring.schema import COLUMNS
 
@@ -280,27 +281,10 @@ class RequestLogger:
         table = pa.Table.from_pylist(rows, schema=arrow_schema())
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"part-{stamp}Z-{_WRITER}-{next(self._sequence):06d}.parquet"
-        final, temporary = self.log_dir / name, self.log_dir / f".{name}.tmp"
-        try:
-            with open(temporary, "wb") as handle:
-                pq.write_table(table, handle)
-                handle.flush()
-                os.fsync(handle.fileno())  # the bytes are on disk before the name says the file is whole
-            os.replace(temporary, final)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        _fsync_directory(self.log_dir)
+        final = self.log_dir / name
+        with atomic_file(final) as handle:
+            pq.write_table(table, handle)
         return final
-
-
-def _fsync_directory(folder: Path) -> None:
-    # The rename itself survives a power cut only once the directory entry is flushed.
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 # -- reading -------------------------------------------------------------------------------------------------------

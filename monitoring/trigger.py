@@ -19,7 +19,6 @@ covered by the last one is held back; a new kind of drift, or any drift after th
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from model.atomic_io import atomic_file
 from monitoring.drift import drift_report, feature_group
 from monitoring.quality import FadReference, window_fad
 from monitoring.request_log import part_files, read_log
@@ -135,10 +135,9 @@ def _read_state(path: Path) -> dict | None:
 
 
 def _write_state(path: Path, now: datetime, signature: list[str], detail: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"time": now.isoformat(), "signature": signature, "started": detail}, indent=1) + "\n")
-    os.replace(tmp, path)
+    state = {"time": now.isoformat(), "signature": signature, "started": detail}
+    with atomic_file(path) as handle:
+        handle.write((json.dumps(state, indent=1) + "\n").encode())
 
 
 def retrain_command(kind: str, kfp_host: str | None = None) -> tuple[list[str], str]:
