@@ -55,13 +55,15 @@ serve: install
 
 test: install triton-env
 	@$(BIN)/ruff check .
+	@$(BIN)/lint-imports
 	@$(BIN)/pytest -m "not slow"
 
 test-slow: install
 	@$(BIN)/pytest -m slow
 
 lint: install
-	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	@$(BIN)/ruff check .
+	@$(BIN)/lint-imports && $(BIN)/ruff format --check .
 
 bench: install
 	@$(BIN)/python benchmarks/generate.py
