@@ -35,10 +35,11 @@ from tqdm import tqdm
 from components.corpus import effects
 from components.corpus.captions import merge_captions, write_caption
 from components.corpus.manifest import MANIFEST_FILE, Clip, ManifestError, read_manifest, write_manifest
-from components.params import AugmentParams, DataParams, ParamsError, fingerprint, load_section
 from model.atomic_io import atomic_directory
 from model.audio import write_audio
 from model.music_features import key_name, parse_key
+from settings import paths
+from settings.params import AugmentParams, DataParams, ParamsError, fingerprint, load_section
 
 PEAK = 0.95  # louder copies are scaled down to this, leaving headroom for 16-bit rounding
 AUDIO_DIR = "audio"
@@ -304,15 +305,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params.yaml: reads its data and augment sections.")] = Path(
-        "params.yaml"
-    ),
-    corpus: Annotated[Path, typer.Option(help="Corpus folder with manifest.jsonl and audio.")] = Path(
-        "artifacts/data/corpus"
-    ),
-    out: Annotated[Path, typer.Option(help="Folder to write (replaced whole when done).")] = Path(
-        "artifacts/data/augmented"
-    ),
+    params: Annotated[Path, typer.Option(help="params.yaml: reads its data and augment sections.")] = paths.PARAMS,
+    corpus: Annotated[Path, typer.Option(help="Corpus folder with manifest.jsonl and audio.")] = paths.CORPUS,
+    out: Annotated[Path, typer.Option(help="Folder to write (replaced whole when done).")] = paths.AUGMENTED,
 ) -> None:
     """Write augmented copies of a corpus's training clips (time stretch, pitch shift, masks, noise,
     reverb, distortion, chorus, compression, polymix), with tempo, key and captions kept true."""

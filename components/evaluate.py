@@ -40,12 +40,13 @@ from components.evaluation.classifier import LabelClassifier, clip_vector, kl_di
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
 from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
 from components.evaluation.significance import paired_gain
-from components.params import EvaluateParams, ParamsError, load_section
 from model.atomic_io import atomic_directory
 from model.audio import read_audio, write_audio
 from model.audio_quality import FEATURES, audio_features, snr_db
 from model.errors import ModelInputError
 from model.frechet import frechet_audio_distance, gaussian_stats
+from settings import paths
+from settings.params import EvaluateParams, ParamsError, load_section
 
 SYSTEMS = ("model", "untrained", "codec", "real")
 
@@ -341,14 +342,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params.yaml: reads its evaluate section.")] = Path("params.yaml"),
-    model: Annotated[Path, typer.Option(help="The trained model directory.")] = Path("artifacts/model"),
-    corpus: Annotated[Path, typer.Option(help="The corpus whose test split holds the prompts.")] = Path(
-        "artifacts/data/corpus"
-    ),
-    out: Annotated[Path, typer.Option(help="Where metrics, decision, report and samples go.")] = Path(
-        "artifacts/evaluation"
-    ),
+    params: Annotated[Path, typer.Option(help="params.yaml: reads its evaluate section.")] = paths.PARAMS,
+    model: Annotated[Path, typer.Option(help="The trained model directory.")] = paths.MODEL,
+    corpus: Annotated[Path, typer.Option(help="The corpus whose test split holds the prompts.")] = paths.CORPUS,
+    out: Annotated[Path, typer.Option(help="Where metrics, decision, report and samples go.")] = paths.EVALUATION,
     onnx: Annotated[
         Path | None, typer.Option(help="Generate the model's samples with this ONNX export (e.g. artifacts/onnx/int8).")
     ] = None,

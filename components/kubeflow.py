@@ -20,7 +20,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.cluster import IMAGE
+from components.cluster.kube import IMAGE
 
 
 def component(function):
@@ -52,7 +52,7 @@ def configure(
     import json
     from collections import namedtuple
 
-    from components.params import with_overrides
+    from settings.params import with_overrides
 
     overrides = {
         "codec.preset": preset,
@@ -74,8 +74,8 @@ def configure(
 @component
 def prepare(data_params: str, corpus: Output[Dataset]) -> None:
     """Render the offline corpus, or ingest `data.source`, into the corpus artifact."""
-    from components.params import section_text
     from components.prepare import prepare as prepare_corpus
+    from settings.params import section_text
 
     clips = prepare_corpus(section_text(data_params, "data"), corpus.path, show_progress=False)
     corpus.metadata["clips"] = len(clips)
@@ -94,9 +94,9 @@ def validate(
     import shutil
     from pathlib import Path
 
-    from components.params import section_text
     from components.pipeline_io import log_metrics
     from components.validate import validate_corpus
+    from settings.params import section_text
 
     summary = validate_corpus(
         Path(corpus.path),
@@ -121,7 +121,7 @@ def augment(
 ) -> None:
     """Augmented copies of the validated corpus's training clips (`validation` orders this after validate)."""
     from components.augment import augment_corpus
-    from components.params import section_text
+    from settings.params import section_text
 
     clips = augment_corpus(
         corpus.path, augmented.path, section_text(data_params, "data"), section_text(augment_params, "augment")
@@ -141,9 +141,9 @@ def train_codec(
     """Train the codec, or copy `codec.pretrained` through without training (same switch as under DVC)."""
     from pathlib import Path
 
-    from components.params import section_text
     from components.pipeline_io import log_metrics
     from components.train_codec import train_codec as fit_codec
+    from settings.params import section_text
 
     report = fit_codec(
         [Path(corpus.path), Path(augmented.path)],
@@ -166,8 +166,8 @@ def tokenize(
     """Encode the corpus (and, per `tokenize.include_augmented`, its augmented copies) with the codec."""
     from pathlib import Path
 
-    from components.params import section_text
     from components.tokenize import tokenize as encode
+    from settings.params import section_text
 
     settings = section_text(tokenize_params, "tokenize")
     corpora = [Path(corpus.path)] + ([Path(augmented.path)] if settings.include_augmented else [])
@@ -188,9 +188,9 @@ def train(
     import json
     from pathlib import Path
 
-    from components.params import section_text
     from components.pipeline_io import log_metrics
     from components.train import train as fit
+    from settings.params import section_text
 
     fit(
         Path(tokens.path),
@@ -226,9 +226,9 @@ def train_distributed(
 
     import yaml
 
-    from components.cluster import IMAGE
+    from components.cluster.kube import IMAGE
+    from components.cluster.training_job import HARDENED_RUNTIME, JOB_KINDS, JobSpec, run_job
     from components.pipeline_io import copy_folder, log_metrics
-    from components.training_job import HARDENED_RUNTIME, JOB_KINDS, JobSpec, run_job
 
     spec = JobSpec(
         name=f"musicops-train-{run_name[:8]}".lower(),
@@ -267,8 +267,8 @@ def evaluate(
     from pathlib import Path
 
     from components.evaluate import evaluate as measure
-    from components.params import section_text
     from components.pipeline_io import log_metrics
+    from settings.params import section_text
 
     result = measure(
         Path(model.path), Path(corpus.path), Path(evaluation.path), section_text(evaluate_params, "evaluate")
@@ -287,8 +287,8 @@ def export(
     from pathlib import Path
 
     from components.export import export as export_onnx
-    from components.params import section_text
     from components.triton_repository import write_repository
+    from settings.params import section_text
 
     report = export_onnx(Path(model.path), Path(onnx.path), section_text(export_params, "export"))
     onnx.metadata["parity"] = {graph: parity.relative for graph, parity in report.parity.items()}
@@ -302,7 +302,7 @@ def deploy(onnx: Input[Model], service_name: str, namespace: str, apply: bool, m
 
     import yaml
 
-    from components.deploy import ServiceSpec, apply_inference_service, inference_service, storage_uri
+    from components.cluster.deploy import ServiceSpec, apply_inference_service, inference_service, storage_uri
 
     # Run here (kfp.local), the export is a local folder: the manifest names it as file:// and is not applied.
     spec = ServiceSpec(

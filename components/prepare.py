@@ -22,8 +22,9 @@ from tqdm import tqdm
 from components.corpus.ingest import find_audio, ingest_folder
 from components.corpus.manifest import Clip, write_manifest
 from components.corpus.rendered import render_corpus
-from components.params import DataParams, ParamsError, fingerprint, load_section
 from model.atomic_io import atomic_directory
+from settings import paths
+from settings.params import DataParams, ParamsError, fingerprint, load_section
 
 
 def _resume_key(params: DataParams) -> str:
@@ -55,12 +56,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="The parameters file; this stage reads its `data` section.")] = Path(
-        "params.yaml"
-    ),
-    out: Annotated[Path, typer.Option(help="Output folder for manifest.jsonl and the audio.")] = Path(
-        "artifacts/data/corpus"
-    ),
+    params: Annotated[
+        Path, typer.Option(help="The parameters file; this stage reads its `data` section.")
+    ] = paths.PARAMS,
+    out: Annotated[Path, typer.Option(help="Output folder for manifest.jsonl and the audio.")] = paths.CORPUS,
 ) -> None:
     """Render the offline corpus, or ingest a folder of audio, into a captioned manifest."""
     try:

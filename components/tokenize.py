@@ -20,10 +20,11 @@ import typer
 from tqdm import tqdm
 
 from components.corpus.manifest import Clip, ManifestError, read_manifest
-from components.params import ParamsError, TokenizeParams, load_section
 from model.atomic_io import atomic_directory
 from model.audio import read_audio
 from model.errors import first_line
+from settings import paths
+from settings.params import ParamsError, TokenizeParams, load_section
 
 INDEX_FILE, CODES_FILE, INFO_FILE = "index.jsonl", "codes.npy", "tokens.json"
 
@@ -118,21 +119,19 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params.yaml: reads its tokenize section.")] = Path("params.yaml"),
-    codec: Annotated[Path, typer.Option(help="The codec directory (train_codec's output).")] = Path("artifacts/codec"),
+    params: Annotated[Path, typer.Option(help="params.yaml: reads its tokenize section.")] = paths.PARAMS,
+    codec: Annotated[Path, typer.Option(help="The codec directory (train_codec's output).")] = paths.CODEC,
     corpus: Annotated[
         list[Path] | None, typer.Option(help="Corpus folders to encode (repeatable); default: corpus and augmented.")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder: codes.npy, index.jsonl, tokens.json.")] = Path(
-        "artifacts/tokens"
-    ),
+    out: Annotated[Path, typer.Option(help="Output folder: codes.npy, index.jsonl, tokens.json.")] = paths.TOKENS,
 ) -> None:
     """Encode corpus clips into the codec's codebook tokens for language-model training."""
     try:
         settings = load_section(params, "tokenize")
-        folders = corpus or [Path("artifacts/data/corpus")]
+        folders = corpus or [paths.CORPUS]
         if corpus is None and settings.include_augmented:
-            folders.append(Path("artifacts/data/augmented"))
+            folders.append(paths.AUGMENTED)
         index = tokenize(codec, folders, out, settings)
     except (ParamsError, ManifestError, TokenizeError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)

@@ -26,17 +26,18 @@ import torch.distributed as dist
 import typer
 from tqdm import tqdm
 
-from components.params import ParamsError, TrainParams, load_section
 from components.tokenize import TokenizeError, read_tokens
 from components.training.batches import Batch, TokenCrops
-from components.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from components.training.objective import DecoderObjective, TextCache, unigram_loss
 from components.training.provenance import data_version, git_commit
+from components.training.state import CheckpointError, load_checkpoint, save_checkpoint
 from model.beat_grid import attach_beat_grid, prompt_tempi
 from model.build import build_model
 from model.checkpoint import ModelCard, save_model
 from model.errors import ModelInputError, first_line
 from model.presets import Preset, get_preset
+from settings import paths
+from settings.params import ParamsError, TrainParams, load_section
 
 
 @dataclass
@@ -351,13 +352,11 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params.yaml: reads its train section.")] = Path("params.yaml"),
-    tokens: Annotated[Path, typer.Option(help="The tokenize stage's output.")] = Path("artifacts/tokens"),
-    codec: Annotated[Path, typer.Option(help="The codec the tokens were made with.")] = Path("artifacts/codec"),
-    out: Annotated[Path, typer.Option(help="Checkpoints (last, best) and dvclive logs.")] = Path("artifacts/train"),
-    model: Annotated[Path, typer.Option(help="Where the best model is saved (Hugging Face format).")] = Path(
-        "artifacts/model"
-    ),
+    params: Annotated[Path, typer.Option(help="params.yaml: reads its train section.")] = paths.PARAMS,
+    tokens: Annotated[Path, typer.Option(help="The tokenize stage's output.")] = paths.TOKENS,
+    codec: Annotated[Path, typer.Option(help="The codec the tokens were made with.")] = paths.CODEC,
+    out: Annotated[Path, typer.Option(help="Checkpoints (last, best) and dvclive logs.")] = paths.TRAIN,
+    model: Annotated[Path, typer.Option(help="Where the best model is saved (Hugging Face format).")] = paths.MODEL,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from the last checkpoint.")] = False,
 ) -> None:
     """Train the MusicGen decoder on codec tokens (single process, or one of torchrun's)."""

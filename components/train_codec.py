@@ -53,10 +53,11 @@ from components.codec.losses import MultiScaleMelLoss, SpectrumLoss, waveform_l1
 from components.codec.metrics import Scorer
 from components.codec.model import TrainableCodec
 from components.corpus.manifest import ManifestError
-from components.params import CodecParams, DataParams, ParamsError, load_section
 from model.atomic_io import atomic_directory
 from model.build import codec_config
 from model.presets import Preset, get_preset
+from settings import paths
+from settings.params import CodecParams, DataParams, ParamsError, load_section
 
 METRICS_FILE = "metrics.json"
 # Generator loss weights. "disc" (the discriminator's own loss) is logged but not part of the generator's.
@@ -306,7 +307,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params.yaml: reads its data and codec sections.")] = Path("params.yaml"),
+    params: Annotated[Path, typer.Option(help="params.yaml: reads its data and codec sections.")] = paths.PARAMS,
     corpus: Annotated[
         list[Path] | None,
         typer.Option(
@@ -317,15 +318,15 @@ def main(
             show_default=False,
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the codec and metrics.json (replaced whole when done).")] = Path(
-        "artifacts/codec"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Folder for the codec and metrics.json (replaced whole when done).")
+    ] = paths.CODEC,
 ) -> None:
     """Train the preset's EnCodec audio tokenizer on the corpus (or copy codec.pretrained through) and
     measure it on held-out clips: SI-SNR and log-mel distance, beside silence and the untrained codec."""
     try:
         data, codec = load_section(params, "data"), load_section(params, "codec")
-        report = train_codec(corpus or [Path("artifacts/data/corpus")], out, data, codec)
+        report = train_codec(corpus or [paths.CORPUS], out, data, codec)
     except (ParamsError, ManifestError, CodecError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None

@@ -23,9 +23,10 @@ import typer
 from components.audio_stats import corpus_table
 from components.corpus.genres import GENRES
 from components.corpus.manifest import SPLITS, Clip, ManifestError, read_manifest, split_counts
-from components.params import DataParams, ParamsError, ValidateParams, load_section
 from model.atomic_io import atomic_directory
 from model.music_features import MODES, key_name
+from settings import paths
+from settings.params import DataParams, ParamsError, ValidateParams, load_section
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuiteValidationResult
@@ -296,13 +297,11 @@ app = typer.Typer(
 def main(
     params: Annotated[
         Path, typer.Option(help="params.yaml: reads data (rate, clip length, splits) and validate (thresholds).")
-    ] = Path("params.yaml"),
-    corpus: Annotated[Path, typer.Option(help="Corpus folder: manifest.jsonl and the audio files.")] = Path(
-        "artifacts/data/corpus"
-    ),
+    ] = paths.PARAMS,
+    corpus: Annotated[Path, typer.Option(help="Corpus folder: manifest.jsonl and the audio files.")] = paths.CORPUS,
     out: Annotated[
         Path, typer.Option(help="Report folder (replaced): data_docs/, summary.json, audio_stats.csv.")
-    ] = Path("artifacts/data/validation"),
+    ] = paths.VALIDATION,
 ) -> None:
     """Check every clip and the split sizes; exit 1 listing each failed check (the report is written either way)."""
     try:

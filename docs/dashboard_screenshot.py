@@ -24,6 +24,7 @@ from monitoring.traffic import drive_front
 from serving.backends import LocalBackend
 from serving.front import FrontSettings, create_app, serve_in_thread
 from serving.launch import free_port
+from settings import paths
 
 SHIFTED = [
     "una canción de salsa alegre con trompetas y congas, muy bailable",
@@ -46,8 +47,8 @@ def traffic(url: str, prompts: list[str], minutes: float, duration: float) -> in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model"))
-    parser.add_argument("--evaluation", type=Path, default=Path("artifacts/evaluation"))
+    parser.add_argument("--model", type=Path, default=paths.MODEL)
+    parser.add_argument("--evaluation", type=Path, default=paths.EVALUATION)
     parser.add_argument("--minutes", type=float, default=3.0, help="minutes of each kind of traffic")
     parser.add_argument("--out", type=Path, default=Path("docs/dashboard.png"))
     args = parser.parse_args()

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from model.delay_pattern import valid_positions
+from model.generation_params import GenerationParams
 from model.generator import BaseMusicGenerator
-from model.params import GenerationParams
 from model.sampling import classifier_free_guidance, next_tokens
 from model.streaming import StreamingCodecDecoder
 

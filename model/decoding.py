@@ -14,7 +14,7 @@ import torch
 
 from model.decoder_step import CachedDecoder
 from model.delay_pattern import valid_positions
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
 from model.sampling import classifier_free_guidance, next_tokens
 
 

@@ -7,7 +7,7 @@ windows (audiocraft's `extend_stride`), and streaming audio chunks while tokens 
 
 The loop lives in `BaseMusicGenerator` and reaches the model only through text encoding, a decoder
 session (start/step/reorder) and codec decoding, so `model.onnx_backend.OnnxMusicGenerator` runs the
-same loop over exported graphs; `load_generator(source, backend="torch" | "onnx")` picks one.
+same loop over exported graphs; `model.loader.load_generator(source, backend="torch" | "onnx")` picks one.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ from model.checkpoint import ModelCard, load_model
 from model.decoder_step import CachedDecoder, DecoderSession
 from model.decoding import Conditioning, beam_window, sample_window
 from model.errors import ModelInputError
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
 from model.presets import PRESETS
 from model.row_decoder import RowDecoder
 from model.streaming import StreamingCodecDecoder
@@ -280,28 +279,3 @@ class MusicGenerator(BaseMusicGenerator):
         """Mono float32 audio [B, samples] of codes [B, K, frames]."""
         audio = self.model.audio_encoder.decode(codes[None], [None]).audio_values
         return audio[:, 0].float().numpy()
-
-
-BACKENDS = ("auto", "torch", "onnx")
-
-
-def resolve_backend(source: str | Path, backend: str = "auto") -> str:
-    """The backend for `source`: "auto" is onnx for an export folder (it holds .onnx graphs), else torch.
-
-    A deployed model directory may be either (the ServingRuntime passes no backend), so "auto" finds out."""
-    if backend not in BACKENDS:
-        raise ModelInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "auto":
-        return backend
-    return "onnx" if any(Path(source).glob("*.onnx")) else "torch"
-
-
-def load_generator(source: str | Path, backend: str = "auto", **options: Any) -> BaseMusicGenerator:
-    """A generator over `source` with the named backend: "torch" (a model directory or preset name;
-    options: text_encoder, dtype), "onnx" (the export stage's folder; options: runner, providers, threads),
-    or "auto" (onnx for an export folder, torch otherwise)."""
-    if resolve_backend(source, backend) == "torch":  # resolve_backend refuses any name but torch and onnx
-        return MusicGenerator.load(source, **options)
-    from model.onnx_backend import OnnxMusicGenerator
-
-    return OnnxMusicGenerator.load(source, **options)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
+
+from settings import paths
+from settings.params import MonitorParams, ParamsError, load_section
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,20 +26,6 @@ app = typer.Typer(
     help="Watch served traffic: drift reports, the Evidently dashboard, and the drift check that starts retraining.",
     no_args_is_help=True,
 )
-
-# monitor: in params.yaml, as components/params.py's MonitorParams defines it (monitoring cannot import it).
-DEFAULTS: dict[str, Any] = {
-    "log_dir": "artifacts/monitoring/requests",
-    "reference": "artifacts/evaluation",
-    "workspace": "artifacts/monitoring/workspace",
-    "window": "1h",
-    "min_rows": 30,
-    "max_drift_share": 0.4,
-    "max_fad_ratio": 2.0,
-    "cooldown": "24h",
-    "retrain": "dvc",
-    "kfp_host": None,
-}
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params document (its monitor: section).")]
 WindowOption = Annotated[
@@ -62,22 +50,12 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _settings(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise _fail(f"no params file {path} (run from the repository root, or pass --params)")
-    document = yaml.safe_load(path.read_text()) or {}
-    section = document.get("monitor") or {}
-    unknown = set(section) - set(DEFAULTS) - {"flush_rows", "flush_seconds"}  # the logger's, not the check's
-    if unknown:
-        raise _fail(f"unknown monitor settings in {path}: {sorted(unknown)}")
-    settings = {**DEFAULTS, **section}
-    if not 0 < float(settings["max_drift_share"]) <= 1:
-        raise _fail(f"monitor.max_drift_share must be in (0, 1], got {settings['max_drift_share']}")
-    if settings["retrain"] not in ("dvc", "kfp"):
-        raise _fail(f"monitor.retrain must be dvc or kfp, got {settings['retrain']!r}")
-    if settings["retrain"] == "kfp" and not settings["kfp_host"]:
-        raise _fail("monitor.retrain is kfp: set monitor.kfp_host to the Kubeflow Pipelines API")
-    return settings
+def _settings(path: Path) -> MonitorParams:
+    """The params document's monitor: section, checked (settings.params.MonitorParams has every default)."""
+    try:
+        return load_section(path, "monitor")
+    except ParamsError as error:
+        raise _fail(f"{error} (run from the repository root, or pass --params)") from None
 
 
 def _span(text: str) -> timedelta:
@@ -89,14 +67,14 @@ def _span(text: str) -> timedelta:
         raise _fail(str(error)) from None
 
 
-def _reference(settings: dict[str, Any], reference_dir: Path | None, model: Path) -> tuple[pd.DataFrame, Path]:
+def _reference(settings: MonitorParams, reference_dir: Path | None, model: Path) -> tuple[pd.DataFrame, Path]:
     """The reference rows and their folder, building the folder from the evaluation when it is missing."""
     from model.errors import ModelInputError
-    from monitoring.reference import DEFAULT_REFERENCE_DIR, REFERENCE_FILE, build_reference, read_reference
+    from monitoring.reference import REFERENCE_FILE, build_reference, read_reference
 
-    folder = reference_dir or DEFAULT_REFERENCE_DIR
+    folder = reference_dir or paths.MONITOR_REFERENCE
     if not (folder / REFERENCE_FILE).is_file():
-        evaluation = Path(settings["reference"])
+        evaluation = Path(settings.reference)
         if not (evaluation / "per_prompt.csv").is_file():
             raise _fail(
                 f"no reference in {folder}, and no evaluation in {evaluation} to build it from: "
@@ -123,18 +101,18 @@ def _fad(folder: Path) -> FadReference | None:
 @app.command()
 def report(
     window: WindowOption = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html and report.json.")] = Path(
-        "artifacts/monitoring/report"
-    ),
-    params: ParamsOption = Path("params.yaml"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for report.html and report.json.")
+    ] = paths.MONITOR_REPORT,
+    params: ParamsOption = paths.PARAMS,
     log_dir: LogOption = None,
     reference_dir: ReferenceOption = None,
-    model: ModelOption = Path("artifacts/model"),
+    model: ModelOption = paths.MODEL,
 ) -> None:
     """Compare the last window of served traffic with the reference: an Evidently report (HTML + JSON)."""
     settings = _settings(params)
-    span = _span(window or settings["window"])
-    log = log_dir or Path(settings["log_dir"])
+    span = _span(window or settings.window)
+    log = log_dir or Path(settings.log_dir)
     reference, folder = _reference(settings, reference_dir, model)
 
     from monitoring.drift import drift_report
@@ -147,9 +125,9 @@ def report(
     except FileNotFoundError as error:
         raise _fail(str(error)) from None
     if current.empty:
-        raise _fail(f"no requests in the last {window or settings['window']} in {log}: nothing to compare")
+        raise _fail(f"no requests in the last {window or settings.window} in {log}: nothing to compare")
     quality = window_quality(current, _fad(folder))
-    result = drift_report(current, reference, quality=quality, drift_share=float(settings["max_drift_share"]))
+    result = drift_report(current, reference, quality=quality, drift_share=settings.max_drift_share)
     html, data = result.save(out)
     typer.echo(f"report: {html} ({data})")
     compared = len(result.features)
@@ -163,29 +141,27 @@ def ui(
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 in a pod).")] = "127.0.0.1",
     window: WindowOption = None,
     sync: Annotated[bool, typer.Option(help="Add the windows not on the dashboard yet before serving.")] = True,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = paths.PARAMS,
     log_dir: LogOption = None,
     reference_dir: ReferenceOption = None,
-    model: ModelOption = Path("artifacts/model"),
+    model: ModelOption = paths.MODEL,
 ) -> None:
     """Serve the Evidently dashboard (drift share, window FAD, adherence and the main features over time)."""
     settings = _settings(params)
-    workspace = Path(settings["workspace"])
+    workspace = Path(settings.workspace)
     if sync:
-        span = _span(window or settings["window"])
+        span = _span(window or settings.window)
         reference, folder = _reference(settings, reference_dir, model)
 
         from monitoring.dashboard import sync_windows
 
-        log = log_dir or Path(settings["log_dir"])
+        log = log_dir or Path(settings.log_dir)
         try:
-            added, skipped = sync_windows(
-                workspace, log, reference, span, min_rows=int(settings["min_rows"]), fad=_fad(folder)
-            )
+            added, skipped = sync_windows(workspace, log, reference, span, min_rows=settings.min_rows, fad=_fad(folder))
         except FileNotFoundError as error:
             typer.secho(f"warning: {error}", err=True, fg=typer.colors.YELLOW)
         else:
-            note = f"; {skipped} with fewer than {settings['min_rows']} requests left out" if skipped else ""
+            note = f"; {skipped} with fewer than {settings.min_rows} requests left out" if skipped else ""
             typer.echo(f"{len(added)} window(s) added to {workspace}{note}")
 
     from monitoring.dashboard import open_project, serve_ui
@@ -212,17 +188,17 @@ def check(
         Path | None,
         typer.Option(help="The cool-down state file. Default: trigger_state.json beside the request log."),
     ] = None,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = paths.PARAMS,
     log_dir: LogOption = None,
     reference_dir: ReferenceOption = None,
-    model: ModelOption = Path("artifacts/model"),
+    model: ModelOption = paths.MODEL,
     dashboard: Annotated[bool, typer.Option(help="Also add the new windows to the dashboard's workspace.")] = True,
 ) -> None:
     """Check the last window for drift; on drift start retraining (once per cool-down). Exit 1 on drift."""
     settings = _settings(params)
-    span = _span(window or settings["window"])
-    cooldown = _span(settings["cooldown"])
-    log = log_dir or Path(settings["log_dir"])
+    span = _span(window or settings.window)
+    cooldown = _span(settings.cooldown)
+    log = log_dir or Path(settings.log_dir)
     reference, folder = _reference(settings, reference_dir, model)
 
     from monitoring.trigger import check as run_check
@@ -233,20 +209,19 @@ def check(
     def launch(kind: str, host: str | None) -> str:
         return start_retraining(kind, host, log_file=state_file.parent / "retrain.log")
 
-    max_fad_ratio = settings["max_fad_ratio"]
     try:
         result = run_check(
             log,
             reference,
             window=span,
-            min_rows=int(settings["min_rows"]),
-            max_drift_share=float(settings["max_drift_share"]),
+            min_rows=settings.min_rows,
+            max_drift_share=settings.max_drift_share,
             fad_reference=_fad(folder),
-            max_fad_ratio=float(max_fad_ratio) if max_fad_ratio is not None else None,
+            max_fad_ratio=settings.max_fad_ratio,
             state_file=state_file,
             cooldown=cooldown,
-            retrain=settings["retrain"],
-            kfp_host=settings["kfp_host"],
+            retrain=settings.retrain,
+            kfp_host=settings.kfp_host,
             dry_run=dry_run,
             launcher=launch,
         )
@@ -257,7 +232,7 @@ def check(
         from monitoring.dashboard import sync_windows
 
         added, _ = sync_windows(
-            Path(settings["workspace"]), log, reference, span, min_rows=int(settings["min_rows"]), fad=_fad(folder)
+            Path(settings.workspace), log, reference, span, min_rows=settings.min_rows, fad=_fad(folder)
         )
-        typer.echo(f"{len(added)} window(s) added to the dashboard in {settings['workspace']}")
+        typer.echo(f"{len(added)} window(s) added to the dashboard in {settings.workspace}")
     raise typer.Exit(result.exit_code)

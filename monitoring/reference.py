@@ -34,6 +34,7 @@ from model.atomic_io import atomic_directory
 from model.errors import ModelInputError
 from monitoring.features import PromptProjection, TextEncoder, audio_row, embed_prompts, prompt_columns
 from monitoring.schema import COLUMNS
+from settings import paths
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REFERENCE_DIR = Path("artifacts/monitoring/reference")
 REFERENCE_FILE = "reference.parquet"
 PROJECTION_FILE = "prompt_projection.npz"
 MEL_STATS = ("mel_model.npz", "mel_real.npz")
@@ -75,7 +75,7 @@ def _read_sample(path: Path) -> tuple[np.ndarray, int]:
 def build_reference(
     evaluation_dir: str | Path,
     model_dir: str | Path,
-    out_dir: str | Path = DEFAULT_REFERENCE_DIR,
+    out_dir: str | Path = paths.MONITOR_REFERENCE,
     text_encoder: TextEncoder | None = None,
     embedder: Embedder | None = None,
 ) -> Path:

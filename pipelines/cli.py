@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from settings import paths
+
 app = typer.Typer(
     help="The Kubeflow pipeline: compile it, run it here (kfp.local), or submit and schedule it on a cluster.",
     no_args_is_help=True,
@@ -34,8 +36,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _params(path: Path, settings: list[str] | None) -> dict[str, Any]:
-    from components.params import with_overrides
     from pipelines.local_run import parse_settings
+    from settings.params import with_overrides
 
     if not path.is_file():
         raise _fail(f"params file {path} does not exist")
@@ -47,7 +49,7 @@ def _arguments(params_path: Path, settings: list[str] | None, args: list[str] | 
     from pipelines.retrain import params_text
 
     arguments = parse_settings(args or [])
-    if settings or params_path != Path("params.yaml"):
+    if settings or params_path != paths.PARAMS:
         arguments["params"] = params_text(_params(params_path, settings))
     return arguments
 
@@ -65,7 +67,7 @@ def compile_command(
     gpus: Annotated[int, typer.Option(help="GPUs each GPU step requests (0 for a CPU-only cluster).")] = 1,
 ) -> None:
     """Compile both pipelines to YAML and write the cluster manifests under k8s/ from their builders."""
-    from components.cluster_manifests import write_manifests
+    from components.cluster.manifests import write_manifests
     from pipelines.compile import COMPILED_DIR, K8S_DIR, compile_all
     from pipelines.retrain import Resources
 
@@ -78,14 +80,14 @@ def compile_command(
 @app.command()
 def run(
     local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local (required: see `submit`).")] = False,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = paths.PARAMS,
     settings: SetOption = None,
-    root: Annotated[Path, typer.Option(help="Local pipeline root: one folder per run.")] = Path("artifacts/pipeline"),
+    root: Annotated[Path, typer.Option(help="Local pipeline root: one folder per run.")] = paths.PIPELINE_ROOT,
     cache: Annotated[bool, typer.Option(help="Reuse steps whose inputs did not change.")] = True,
 ) -> None:
     """Run the whole pipeline on this machine, each step a subprocess; deploy writes its manifest only."""
-    from components.params import ParamsError
     from pipelines.local_run import run_local
+    from settings.params import ParamsError
 
     if not local:
         raise _fail("runs here need --local; `musicops pipeline submit --host URL` runs on a cluster")
@@ -107,16 +109,16 @@ def run(
 def submit(
     host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API, e.g. http://localhost:8080.")],
     distributed: DistributedOption = False,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = paths.PARAMS,
     settings: SetOption = None,
     args: ArgOption = None,
     experiment: Annotated[str, typer.Option(help="Experiment to file the run under.")] = "musicops",
     namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace (multi-user installs).")] = None,
 ) -> None:
     """Upload the compiled pipeline and start a run through kfp.Client."""
-    from components.params import ParamsError
     from pipelines.submit import PipelineHostError
     from pipelines.submit import submit as submit_run
+    from settings.params import ParamsError
 
     try:
         result = submit_run(
@@ -133,16 +135,16 @@ def schedule(
     cron: Annotated[str, typer.Option(help='When to retrain, cron syntax, e.g. "0 3 * * 1" (Mondays 03:00).')],
     name: Annotated[str, typer.Option(help="The recurring run's name.")] = "musicops-retrain-weekly",
     distributed: DistributedOption = False,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = paths.PARAMS,
     settings: SetOption = None,
     args: ArgOption = None,
     experiment: Annotated[str, typer.Option(help="Experiment to file the runs under.")] = "musicops",
     namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace (multi-user installs).")] = None,
 ) -> None:
     """Create a recurring run that retrains on a schedule (one run at a time, no catch-up)."""
-    from components.params import ParamsError
     from pipelines.submit import PipelineHostError
     from pipelines.submit import schedule as schedule_run
+    from settings.params import ParamsError
 
     try:
         result = schedule_run(

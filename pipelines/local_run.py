@@ -11,10 +11,9 @@ from typing import Any
 
 import yaml
 
-from components.params import ParamsError, with_overrides
 from pipelines.retrain import PIPELINE_NAME, build
-
-DEFAULT_ROOT = Path("artifacts/pipeline")
+from settings import paths
+from settings.params import ParamsError, with_overrides
 
 
 @dataclass
@@ -38,7 +37,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def run_local(params: dict[str, Any], root: Path = DEFAULT_ROOT, cache: bool = True) -> LocalRun:
+def run_local(params: dict[str, Any], root: Path = paths.PIPELINE_ROOT, cache: bool = True) -> LocalRun:
     """Run the pipeline with `params` (a params.yaml document, already overridden) under `root`."""
     from kfp import local
 

@@ -59,7 +59,7 @@ def save_with_grid(generator: MusicGenerator, directory: Path, scale: float = 0.
 def micro_grid_export(micro_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The micro model with a beat grid (in `report.out_dir.parent / "model"`) and its ONNX export."""
     from components.export import export
-    from components.params import ExportParams
+    from settings.params import ExportParams
 
     root = tmp_path_factory.mktemp("grid-export")
     model_dir = save_with_grid(MusicGenerator.load(micro_dir), root / "model")
@@ -70,6 +70,6 @@ def micro_grid_export(micro_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 def micro_export(micro_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The micro model's ONNX export (fp32 and int8/), made once per session (about 25 s)."""
     from components.export import export
-    from components.params import ExportParams
+    from settings.params import ExportParams
 
     return export(micro_dir, tmp_path_factory.mktemp("export") / "onnx", ExportParams(int8=True))

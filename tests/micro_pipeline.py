@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from transformers import EncodecFeatureExtractor, EncodecModel
 
-from components.params import DataParams, TokenizeParams
 from components.prepare import prepare
 from components.tokenize import tokenize
 from model.build import codec_config
+from settings.params import DataParams, TokenizeParams
 from tests.conftest import MICRO
 
 MICRO_DATA = DataParams(count=20, clip_seconds=2.0, seed=3)

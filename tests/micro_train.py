@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from components.params import TrainParams
 from components.train import train
+from settings.params import TrainParams
 from tests.conftest import MICRO
 
 if __name__ == "__main__":

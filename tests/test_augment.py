@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from components import augment
 from components.corpus.captions import merge_captions, write_caption
 from components.corpus.manifest import MANIFEST_FILE, Clip, read_manifest, write_manifest
-from components.params import AugmentParams, DataParams, ParamsError
 from model.music_features import estimate_key, key_name
+from settings.params import AugmentParams, DataParams, ParamsError
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.params import TrainParams
 from components.train import train
 from model import MusicGenerator
 from model.beat_grid import (
@@ -26,8 +25,9 @@ from model.beat_grid import (
 )
 from model.decoder_step import CachedDecoder
 from model.errors import ModelInputError
+from model.generation_params import GenerationParams
 from model.onnx_backend import OnnxMusicGenerator, OrtRunner
-from model.params import GenerationParams
+from settings.params import TrainParams
 from tests.conftest import MICRO, save_with_grid
 from tests.micro_pipeline import micro_tokens
 from tests.test_onnx_backend import RecordingRunner

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.cluster_manifests import K8S_DIR, manifests, write_manifests
+from components.cluster.manifests import K8S_DIR, manifests, write_manifests
 from tests.crd_schema import needs_crds, validate_against_crd
 
 pytestmark = pytest.mark.unit
@@ -36,7 +36,7 @@ def test_committed_manifests_match_the_builders(tmp_path: Path):
         for relative in EXPECTED
         if not (K8S_DIR / relative).is_file() or (K8S_DIR / relative).read_text() != (tmp_path / relative).read_text()
     ]
-    assert not stale, f"k8s/ is stale ({', '.join(stale)}): run `python -m components.cluster_manifests`"
+    assert not stale, f"k8s/ is stale ({', '.join(stale)}): run `python -m components.cluster.manifests`"
 
 
 def test_each_file_says_what_it_is_and_how_to_apply_it_then_holds_the_object(tmp_path: Path):

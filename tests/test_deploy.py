@@ -10,8 +10,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from components.cluster import GPU, ClusterUnreachable, custom_objects_api
-from components.deploy import (
+from components.cluster.deploy import (
     DeployError,
     ServiceSpec,
     apply_inference_service,
@@ -20,6 +19,7 @@ from components.deploy import (
     storage_uri,
     wait_ready,
 )
+from components.cluster.kube import GPU, ClusterUnreachable, custom_objects_api
 from tests.crd_schema import needs_crds, validate_against_crd
 
 pytestmark = pytest.mark.unit

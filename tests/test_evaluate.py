@@ -18,9 +18,9 @@ from components.evaluation.adherence import ADHERENCE, continuation_adherence, t
 from components.evaluation.classifier import LabelClassifier, kl_divergence
 from components.evaluation.gate import GateError, decide, promote
 from components.evaluation.significance import paired_gain
-from components.params import EvaluateParams, ParamsError
 from components.prepare import prepare
 from model.audio_quality import FEATURES
+from settings.params import EvaluateParams, ParamsError
 from tests.micro_pipeline import MICRO_DATA
 
 

@@ -7,7 +7,7 @@ k8s/overlays/local, a careless Dockerfile) prove the checks fail.
 The policy, per container of every workload (Deployments, CronJobs, training jobs, and the pods KServe makes of an
 InferenceService: its predictor merged with its ServingRuntime, as KServe merges them):
 - a tagged image, never `latest`;
-- requests for CPU and memory, a memory limit (no CPU limit: components/cluster.py `resources` says why), no
+- requests for CPU and memory, a memory limit (no CPU limit: components/cluster/kube.py `resources` says why), no
   request above its limit;
 - liveness and readiness probes on long-running containers (not on jobs);
 - runAsNonRoot, readOnlyRootFilesystem, allowPrivilegeEscalation false, capabilities drop ALL, RuntimeDefault
@@ -31,8 +31,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.cluster import IMAGE, NAMESPACE
-from components.deploy import MODEL_NAME
+from components.cluster.deploy import MODEL_NAME
+from components.cluster.kube import IMAGE, NAMESPACE
+from settings.params import section_from
 from tests.crd_schema import CRD_DIR, needs_crds, validate_against_crd
 
 pytestmark = pytest.mark.integration
@@ -425,7 +426,7 @@ def test_the_predictor_scales_and_is_ready_only_with_its_model_loaded():
     "changes", [{"scale_metric": "concurrency"}, {"scale_target": 0}, {"container_concurrency": -1}]
 )
 def test_the_builder_refuses_scaling_standard_mode_cannot_do(changes: dict[str, Any]):
-    from components.deploy import DeployError, ServiceSpec, inference_service
+    from components.cluster.deploy import DeployError, ServiceSpec, inference_service
 
     with pytest.raises(DeployError, match=next(iter(changes))):
         inference_service(ServiceSpec(storage_uri="s3://musicops/models/musicgen/onnx", **changes))
@@ -498,6 +499,7 @@ def test_the_cluster_params_are_the_repositorys_monitor_section_with_the_cluster
     repository = yaml.safe_load((REPO / "params.yaml").read_text())["monitor"]
     assert set(cluster) == {"monitor"}
     assert set(cluster["monitor"]) == set(repository), "copy the monitor keys of params.yaml into k8s/base/params.yaml"
+    section_from(cluster, "monitor")  # the drift CronJob reads it as settings.params.MonitorParams
     cluster_only = {"log_dir", "reference", "workspace", "retrain", "kfp_host"}
     differ = {k for k in repository if k not in cluster_only and cluster["monitor"][k] != repository[k]}
     assert not differ, f"k8s/base/params.yaml differs from params.yaml in {sorted(differ)}: copy them"

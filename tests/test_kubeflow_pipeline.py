@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from components.kubeflow import configure
-from components.params import ParamsError, with_overrides
 from components.pipeline_io import flat_metrics
 from pipelines.compile import COMPILED_DIR, compile_all
 from pipelines.local_run import parse_settings, run_local
 from pipelines.retrain import DISTRIBUTED_NAME, PIPELINE_NAME, default_params, params_text
 from pipelines.submit import PipelineHostError, cron_expression
+from settings.params import ParamsError, with_overrides
 from tests.crd_schema import validate_against_crd
 from tests.micro_pipeline import MICRO_PARAMS
 

@@ -16,9 +16,9 @@ from components.corpus.compose import compose
 from components.corpus.genres import GENRES
 from components.corpus.manifest import read_manifest
 from components.corpus.render import render
-from components.params import DataParams, ParamsError
 from components.prepare import prepare
 from model.music_features import estimate_key, estimate_tempo, key_name, key_score, tempo_matches
+from settings.params import DataParams, ParamsError
 
 pytestmark = pytest.mark.integration
 

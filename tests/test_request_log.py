@@ -214,9 +214,9 @@ def evaluated(micro_dir, tmp_path_factory) -> Path:
     """A folder with a micro evaluation (three held-out prompts, 1 s each, the mel embedder) in evaluation/ and
     its reference set in reference/."""
     from components.evaluate import evaluate
-    from components.params import DataParams, EvaluateParams
     from components.prepare import prepare
     from monitoring.reference import build_reference
+    from settings.params import DataParams, EvaluateParams
 
     root = tmp_path_factory.mktemp("reference")
     splits = {"train": 0.6, "valid": 0.1, "test": 0.3}

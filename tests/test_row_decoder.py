@@ -7,7 +7,7 @@ import torch
 
 from model.continuous_batch import ContinuousBatch
 from model.decoder_step import CachedDecoder
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
 
 pytestmark = pytest.mark.integration
 

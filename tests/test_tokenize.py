@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 
 from components import tokenize as tokenize_module
 from components.corpus.manifest import read_manifest
-from components.params import TokenizeParams
 from components.tokenize import TokenizeError, load_codec, read_tokens, tokenize
 from model.audio import read_audio
+from settings.params import TokenizeParams
 from tests.micro_pipeline import micro_tokens
 
 pytestmark = pytest.mark.integration

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.params import TrainParams
 from components.tokenize import TokenizeError
 from components.train import train
-from components.training import checkpoint as checkpoint_module
-from components.training.checkpoint import STATE_FILE, CheckpointError
+from components.training import state as checkpoint_module
 from components.training.objective import DecoderObjective
+from components.training.state import STATE_FILE, CheckpointError
 from model import GenerationParams, ModelInputError, MusicGenerator
 from model.build import build_model
 from model.delay_pattern import build_delay_pattern, valid_positions
 from model.presets import DecoderPreset
+from settings.params import TrainParams
 from tests.conftest import MICRO
 from tests.micro_pipeline import micro_tokens
 

@@ -26,9 +26,9 @@ from components.codec.losses import SpectrumLoss
 from components.codec.metrics import frame_template_share
 from components.codec.model import TrainableCodec
 from components.corpus.manifest import Clip, write_manifest
-from components.params import CodecParams, DataParams
 from model import presets
 from model.build import codec_config
+from settings.params import CodecParams, DataParams
 
 pytestmark = pytest.mark.integration
 

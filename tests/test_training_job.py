@@ -8,8 +8,16 @@ import re
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from components.cluster import GPU, ClusterUnreachable
-from components.training_job import JOB_KINDS, JobSpec, TrainingJobError, pytorchjob, run_job, train_args, trainjob
+from components.cluster.kube import GPU, ClusterUnreachable
+from components.cluster.training_job import (
+    JOB_KINDS,
+    JobSpec,
+    TrainingJobError,
+    pytorchjob,
+    run_job,
+    train_args,
+    trainjob,
+)
 from tests.crd_schema import needs_crds, validate_against_crd
 from tests.test_deploy import FakeApi
 

@@ -16,8 +16,8 @@ import yaml
 from typer.testing import CliRunner
 
 from components.corpus.manifest import Clip, read_manifest, split_counts, write_manifest
-from components.params import DataParams, ValidateParams
 from components.validate import CLIPS_SUITE, ValidationSummary, app, validate_corpus
+from settings.params import DataParams, ValidateParams
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from components.corpus.manifest import Clip, split_counts
-from components.params import DataParams, ParamsError
 from model.audio import read_audio, write_audio
+from settings.params import DataParams, ParamsError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 

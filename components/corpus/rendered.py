@@ -18,8 +18,8 @@ from components.corpus.compose import compose
 from components.corpus.genres import GENRES
 from components.corpus.manifest import SPLITS, Clip, split_counts
 from components.corpus.render import render
-from components.params import DataParams
 from model.audio import write_audio
+from settings.params import DataParams
 
 
 def clip_seed(seed: int, index: int) -> int:

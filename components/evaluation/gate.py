@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.params import EvaluateParams
 from model.atomic_io import atomic_directory
+from settings.params import EvaluateParams
 
 DECISION_FILE, METRICS_FILE = "decision.json", "metrics.json"
 

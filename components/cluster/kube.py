@@ -3,7 +3,7 @@
 Every pipeline step, training job and predictor runs in `IMAGE`. `custom_objects_api()` reads the pod's service
 account when it runs in a cluster (a pipeline step) and the user's kubeconfig otherwise; `reaching(api)` turns a
 refused or unresolvable connection into `ClusterUnreachable` naming the host, so callers show one line instead of
-urllib3's retry chain. The builders (components/deploy.py, components/training_job.py) share the small helpers
+urllib3's retry chain. The builders (deploy.py, training_job.py beside it) share the small helpers
 below for names and resources, so both check them the way the API server will, and for the pod hardening every
 workload of the image gets (non-root, read-only root filesystem, no capabilities, writable /tmp and HOME).
 """

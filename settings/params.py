@@ -1,5 +1,7 @@
 """`params.yaml`, read into typed sections: one dataclass per stage, unknown keys rejected by name.
 
+Each default is defined here once: params.yaml repeats them for the reader, the CLIs and servers take them
+from these classes, and generation's defaults (guidance, top-k, temperature) come from `GenerationParams`.
 DVC tracks each stage's section (`params:` in dvc.yaml), so changing one section re-runs only the
 stages that read it.
 """
@@ -13,6 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from model.generation_params import GenerationParams
+from settings import paths
 
 T = TypeVar("T")
 
@@ -173,10 +178,10 @@ class EvaluateParams:
 
     seed: int = 0
     max_prompts: int = 24  # held-out test prompts (the rendered corpus holds 24)
-    duration: float = 10.0  # seconds generated per prompt (the corpus clips' length)
-    guidance_scale: float = 3.0
-    temperature: float = 1.0
-    top_k: int = 250
+    duration: float = GenerationParams.duration  # seconds generated per prompt (the corpus clips' length)
+    guidance_scale: float = GenerationParams.guidance_scale
+    temperature: float = GenerationParams.temperature
+    top_k: int = GenerationParams.top_k
     batch_size: int = 8
     # Seconds of each real test clip the model continues (0: off); the tempo it keeps after them tells
     # a model that has not learned rhythm from one that does not read the prompt's tempo.
@@ -194,7 +199,7 @@ class EvaluateParams:
     min_key_score: float | None = None  # MIREX key score (chance is about 0.1)
     min_label_accuracy: float | None = 0.2  # the label classifier on generated audio (chance 1/classes)
     regression_tolerance: float = 0.1  # vs the promoted model: FAD relative, shares absolute
-    promoted: str = "artifacts/promoted"  # the promoted model's folder (`musicops promote` writes it)
+    promoted: str = str(paths.PROMOTED)  # the promoted model's folder (`musicops promote` writes it)
 
     def check(self) -> None:
         from model.embedders import EMBEDDERS
@@ -287,9 +292,9 @@ class TritonSettings:
 class MonitorParams:
     """Monitoring (monitoring/): the request log, the drift check's thresholds and the retraining it starts."""
 
-    log_dir: str = "artifacts/monitoring/requests"  # the request log (Parquet part files)
-    reference: str = "artifacts/evaluation"  # the evaluation whose held-out prompts and samples are the reference
-    workspace: str = "artifacts/monitoring/workspace"  # the Evidently workspace the dashboard shows
+    log_dir: str = str(paths.REQUEST_LOG)  # the request log (Parquet part files)
+    reference: str = str(paths.EVALUATION)  # the evaluation whose held-out prompts and samples are the reference
+    workspace: str = str(paths.MONITOR_WORKSPACE)  # the Evidently workspace the dashboard shows
     window: str = "1h"  # the traffic a check or report compares with the reference
     min_rows: int = 30  # fewer requests in the window: no verdict
     # Share of drifted features, prompt and audio features apart, that raises the alarm: a shift in prompts

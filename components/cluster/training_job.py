@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from components.cluster import (
+from components.cluster.kube import (
     IMAGE,
     LABELS,
     NAMESPACE,

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.cluster import (
+from components.cluster.kube import (
     IMAGE,
     LABELS,
     NAMESPACE,
