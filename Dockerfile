@@ -30,11 +30,12 @@ RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" torch==2.13.0
 # project reads files beside its modules that a wheel would leave out (serving/web, pipelines/compiled, params.yaml).
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
-RUN mkdir -p model components pipelines serving monitoring musicops \
-    && touch model/__init__.py components/__init__.py pipelines/__init__.py \
+RUN mkdir -p settings model components pipelines serving monitoring musicops \
+    && touch settings/__init__.py model/__init__.py components/__init__.py pipelines/__init__.py \
         serving/__init__.py monitoring/__init__.py musicops/__init__.py \
     && pip install --no-cache-dir -c constraints.txt -e .
 
+COPY settings/ settings/
 COPY model/ model/
 COPY components/ components/
 COPY pipelines/ pipelines/
