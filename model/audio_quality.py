@@ -2,7 +2,7 @@
 
 Evaluation computes `audio_features` for every generated sample and every real clip, and monitoring
 for every served request, so it is built to be cheap: about a quarter of a second per 10 s of 32 kHz
-audio on a 2-core CPU (see tests/test_audio_quality.py for the timing check).
+audio on a 2-core CPU (see tests/model/test_audio_quality.py for the timing check).
 
 What runs at which rate, and why:
 

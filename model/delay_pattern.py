@@ -2,7 +2,7 @@
 
 Column 0 holds the start token for every codebook; codebook k's frame t sits at column t + k + 1.
 A sequence of T frames therefore takes T + K columns, and the positions no frame fills hold the
-special token (the codebook size). `tests/test_delay_pattern.py` round-trips this against
+special token (the codebook size). `tests/model/test_delay_pattern.py` round-trips this against
 transformers' own `build_delay_pattern_mask`.
 """
 

@@ -8,7 +8,7 @@ equal a position. All rows write the same column at each step; a row that joined
 position (column - c) and a mask hides the columns before c from it. Rows leave at any step.
 
 The layers are model/decoder_step.py's, so the logits are the ones `CachedDecoder` gives a row decoded
-alone (tests/test_row_decoder.py checks this).
+alone (tests/model/test_row_decoder.py checks this).
 """
 
 from __future__ import annotations

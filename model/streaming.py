@@ -4,7 +4,7 @@ Each decode sees `left_context` frames already played (so the codec's convolutio
 on real audio) and holds back the newest `lookahead` frames, whose samples still depend on frames not
 generated yet. The held-back tail of one decode is crossfaded into the next, so borders do not click.
 Concatenated chunks match a single decode of all frames within the tolerance that
-`tests/test_streaming.py` states.
+`tests/model/test_streaming.py` states.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from components.cluster.deploy import (
     wait_ready,
 )
 from components.cluster.kube import GPU, ClusterUnreachable, custom_objects_api
-from tests.crd_schema import needs_crds, validate_against_crd
+from tests.support.crds import needs_crds, validate_against_crd
 
 pytestmark = pytest.mark.unit
 

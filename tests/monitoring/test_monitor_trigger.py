@@ -16,7 +16,7 @@ from model.frechet import frechet_distance, gaussian_stats
 from monitoring.cli import app
 from monitoring.quality import FadReference
 from monitoring.trigger import RetrainError, check, parse_duration, read_window, retrain_command
-from tests.monitoring_traffic import mel_frames, traffic, write_log, write_reference
+from tests.support.traffic import mel_frames, traffic, write_log, write_reference
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from monitoring.dashboard import (
     serve_ui,
     sync_windows,
 )
-from tests.monitoring_traffic import traffic
+from tests.support.traffic import traffic
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +143,7 @@ def test_serve_ui_refuses_a_port_already_answering(workspace):
 
 
 def test_cli_ui_adds_the_windows_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path, reference):
-    from tests.monitoring_traffic import write_log, write_reference
+    from tests.support.traffic import write_log, write_reference
 
     reference_dir = write_reference(reference, tmp_path / "built")
     write_log(traffic(40, seed=7, end=datetime.now(UTC), span=timedelta(minutes=5)), tmp_path / "requests")

@@ -21,7 +21,7 @@ from components.evaluation.significance import paired_gain
 from components.prepare import prepare
 from model.audio_quality import FEATURES
 from settings.params import EvaluateParams, ParamsError
-from tests.micro_pipeline import MICRO_DATA
+from tests.support.micro_pipeline import MICRO_DATA
 
 
 def crafted(fad_model=1.0, fad_untrained=2.0, tempo=0.5, key=0.3, accuracy=0.4, settings="s1") -> dict:

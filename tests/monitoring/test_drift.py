@@ -18,7 +18,7 @@ from monitoring.cli import app
 from monitoring.drift import drift_report
 from monitoring.quality import FadReference, adherence, window_fad, window_frames, window_quality
 from monitoring.schema import COLUMNS, DRIFT_FEATURES
-from tests.monitoring_traffic import mel_frames, traffic, write_log, write_reference
+from tests.support.traffic import mel_frames, traffic, write_log, write_reference
 
 pytestmark = pytest.mark.integration
 

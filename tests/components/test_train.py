@@ -24,11 +24,11 @@ from model.delay_pattern import build_delay_pattern, valid_positions
 from model.presets import DecoderPreset
 from settings.params import TrainParams
 from tests.conftest import MICRO
-from tests.micro_pipeline import micro_tokens
+from tests.support import REPO
+from tests.support.micro_pipeline import micro_tokens
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 # dropout 0: DDP processes draw dropout masks from their own RNG streams, one process from one; with it
 # off, two processes and one differ only by the order gradients are summed in.
 MICRO_TRAIN = dict(
@@ -54,7 +54,7 @@ def _run(tokens, out: Path, overrides: dict, *extra: str, launcher: tuple[str, .
     command = [
         *launcher,
         "-m",
-        "tests.micro_train",
+        "tests.support.micro_train",
         str(token_dir),
         str(codec),
         str(out / "train"),
@@ -64,8 +64,8 @@ def _run(tokens, out: Path, overrides: dict, *extra: str, launcher: tuple[str, .
     ]
     if not launcher:
         command.insert(0, sys.executable)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(process: subprocess.Popen) -> None:

@@ -27,8 +27,8 @@ from model.embedders import MelEmbedder
 from monitoring.features import frames_from_bytes
 from monitoring.request_log import RequestLogger, arrow_schema, part_files, read_log
 from monitoring.schema import COLUMNS, MEL_FRAMES
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
 RATE = 16_000
 
 
@@ -191,7 +191,7 @@ while True:  # more rows and more flushes, until the kill lands wherever it land
 
 @pytest.mark.integration
 def test_a_killed_process_keeps_every_flushed_row(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "flushed"
         wait_for(lambda: len(part_files(tmp_path)) >= 3, "a flush after the first four rows")

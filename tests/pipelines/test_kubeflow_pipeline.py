@@ -17,11 +17,11 @@ from pipelines.local_run import parse_settings, run_local
 from pipelines.retrain import DISTRIBUTED_NAME, PIPELINE_NAME, default_params, params_text
 from pipelines.submit import PipelineHostError, cron_expression
 from settings.params import ParamsError, with_overrides
-from tests.crd_schema import validate_against_crd
-from tests.micro_pipeline import MICRO_PARAMS
+from tests.support import REPO
+from tests.support.crds import validate_against_crd
+from tests.support.micro_pipeline import MICRO_PARAMS
 
-ROOT = Path(__file__).resolve().parents[1]
-CRDS = ROOT.parent / "shared" / "k8s-crds"
+CRDS = REPO.parent / "shared" / "k8s-crds"
 COMPONENTS = ("configure", "prepare", "validate", "augment", "train-codec", "tokenize", "train", "evaluate", "export")
 
 
@@ -183,7 +183,7 @@ def test_without_a_cluster_submit_and_schedule_fail_in_one_line(command):
     args = [sys.executable, "-m", "musicops.cli", "pipeline", command, "--host", "http://127.0.0.1:9"]
     if command == "schedule":
         args += ["--cron", "0 3 * * 1"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2
     assert (
         result.stderr.strip() == "error: Kubeflow Pipelines host http://127.0.0.1:9 is unreachable (connection error)"

@@ -28,10 +28,10 @@ from model.errors import ModelInputError
 from model.generation_params import GenerationParams
 from model.onnx_backend import OnnxMusicGenerator, OrtRunner
 from settings.params import TrainParams
+from tests.components.test_train import MICRO_TRAIN
 from tests.conftest import MICRO, save_with_grid
-from tests.micro_pipeline import micro_tokens
-from tests.test_onnx_backend import RecordingRunner
-from tests.test_train import MICRO_TRAIN
+from tests.model.test_onnx_backend import RecordingRunner
+from tests.support.micro_pipeline import micro_tokens
 
 TEMPO_PROMPT = "upbeat rock at 120 BPM with drums"
 

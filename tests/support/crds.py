@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-CRD_DIR = Path(__file__).parents[1].parent / "shared" / "k8s-crds"
+CRD_DIR = Path(__file__).parents[2].parent / "shared" / "k8s-crds"
 needs_crds = pytest.mark.skipif(
     not CRD_DIR.is_dir(), reason=f"CRD schemas not present at {CRD_DIR} (copied from KServe and Kubeflow)"
 )

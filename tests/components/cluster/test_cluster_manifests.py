@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from components.cluster.manifests import K8S_DIR, manifests, write_manifests
-from tests.crd_schema import needs_crds, validate_against_crd
+from tests.support.crds import needs_crds, validate_against_crd
 
 pytestmark = pytest.mark.unit
 

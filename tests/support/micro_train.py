@@ -1,6 +1,6 @@
 """Run the trainer on the micro preset from the command line, as torchrun or a killable subprocess would:
 
-python -m tests.micro_train TOKENS CODEC OUT MODEL '{"steps": 8, ...}' [--resume]
+python -m tests.support.micro_train TOKENS CODEC OUT MODEL '{"steps": 8, ...}' [--resume]
 """
 
 import json

@@ -10,7 +10,7 @@ from components.corpus.manifest import read_manifest
 from components.tokenize import TokenizeError, load_codec, read_tokens, tokenize
 from model.audio import read_audio
 from settings.params import TokenizeParams
-from tests.micro_pipeline import micro_tokens
+from tests.support.micro_pipeline import micro_tokens
 
 pytestmark = pytest.mark.integration
 

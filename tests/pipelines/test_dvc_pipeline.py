@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.micro_pipeline import MICRO_PARAMS
+from tests.support import REPO
+from tests.support.micro_pipeline import MICRO_PARAMS
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "validate", "augment", "train_codec", "tokenize", "train", "evaluate", "export", "triton")
 
 
@@ -39,12 +39,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's files (tracked or not, as git sees them) in a fresh git repository."""
     copy = tmp_path_factory.mktemp("repo")
     listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True
     ).stdout.split()
     for name in listed:
-        if (ROOT / name).is_file():
+        if (REPO / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, copy / name)
+            shutil.copy2(REPO / name, copy / name)
     _set_params(copy, MICRO_PARAMS)
     _run(copy, "git", "init", "-q")
     _run(copy, "git", "add", "-A")
