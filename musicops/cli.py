@@ -10,8 +10,10 @@ from typing import Annotated
 
 import typer
 
+from model.generation_params import GenerationParams
 from monitoring.cli import app as monitor_app
 from pipelines.cli import app as pipeline_app
+from settings import paths
 
 app = typer.Typer(
     help="musicops: train, measure, serve and watch MusicGen-style text-to-music models.",
@@ -45,16 +47,22 @@ def generate(
         str, typer.Argument(help='What to play, e.g. "upbeat jazz with saxophone"; "" for unconditional.')
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="WAV file to write.")] = Path("musicops.wav"),
-    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of audio.")] = 10.0,
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of audio.")] = GenerationParams.duration,
     model: ModelOption = "tiny",
     seed: Annotated[
         int | None, typer.Option(help="Same seed, same audio. Default: drawn at random and printed.")
     ] = None,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale; 1 turns it off.")] = 3.0,
-    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest codes; 0 turns it off.")] = 250,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass; 0 turns it off.")] = 0.0,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 decodes greedily.")] = 1.0,
-    beams: Annotated[int, typer.Option(help="Beam search width; 1 samples.")] = 1,
+    guidance: Annotated[
+        float, typer.Option(help="Classifier-free guidance scale; 1 turns it off.")
+    ] = GenerationParams.guidance_scale,
+    top_k: Annotated[
+        int, typer.Option(help="Sample among the k likeliest codes; 0 turns it off.")
+    ] = GenerationParams.top_k,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass; 0 turns it off.")] = GenerationParams.top_p,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature; 0 decodes greedily.")
+    ] = GenerationParams.temperature,
+    beams: Annotated[int, typer.Option(help="Beam search width; 1 samples.")] = GenerationParams.num_beams,
     stream: Annotated[bool, typer.Option("--stream", help="Write audio chunks as they are produced.")] = False,
     continue_from: Annotated[
         Path | None,
@@ -66,7 +74,7 @@ def generate(
     ] = False,
 ) -> None:
     """Generate music from a text prompt and write it as a WAV file."""
-    from model import GenerationParams, ModelInputError
+    from model import ModelInputError
 
     params = GenerationParams(
         duration=duration,
@@ -88,7 +96,7 @@ def _generate(prompt, out, model_source, params, stream, continue_from, normaliz
     import torch
     from tqdm import tqdm
 
-    from model import GenerationParams, MusicGenerator
+    from model import MusicGenerator
     from model.audio import check_writable, normalize_loudness, read_audio, write_audio
 
     check_writable(out)
@@ -169,11 +177,9 @@ def info(model: Annotated[str, typer.Argument(help="A model directory or a prese
 
 @app.command()
 def promote(
-    model: Annotated[Path, typer.Option(help="The evaluated model directory.")] = Path("artifacts/model"),
-    evaluation: Annotated[Path, typer.Option(help="The evaluate stage's output.")] = Path("artifacts/evaluation"),
-    to: Annotated[Path, typer.Option(help="The promoted model's folder (replaced atomically).")] = Path(
-        "artifacts/promoted"
-    ),
+    model: Annotated[Path, typer.Option(help="The evaluated model directory.")] = paths.MODEL,
+    evaluation: Annotated[Path, typer.Option(help="The evaluate stage's output.")] = paths.EVALUATION,
+    to: Annotated[Path, typer.Option(help="The promoted model's folder (replaced atomically).")] = paths.PROMOTED,
     force: Annotated[bool, typer.Option("--force", help="Promote even though the gate refused.")] = False,
 ) -> None:
     """Promote a model the evaluation gate passed: the next evaluation compares against it, and serving
@@ -224,7 +230,7 @@ def serve(
             fg=typer.colors.YELLOW,
         )
     try:
-        settings = load_section("params.yaml", "monitor") if Path("params.yaml").is_file() else None
+        settings = load_section("params.yaml", "monitor") if paths.PARAMS.is_file() else None
         logger = None
         if log:
             log_dir = log_dir or Path(settings.log_dir if settings else "artifacts/monitoring/requests")
@@ -238,7 +244,7 @@ def serve(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option(help="Where the demo writes its loss plot.")] = Path("artifacts/demo"),
+    out_dir: Annotated[Path, typer.Option(help="Where the demo writes its loss plot.")] = paths.DEMO,
 ) -> None:
     """Run the embedded default end to end with `dvc repro` (corpus, validation, augmentation, codec,
     tokens, language model, evaluation, ONNX export, Triton repository), promote the model if the gate passes,
@@ -260,40 +266,40 @@ def demo(
         raise fail("dvc repro failed (its output above names the stage)", code=1)
 
     read = lambda path: json.loads(Path(path).read_text())  # noqa: E731
-    corpus = read_manifest("artifacts/data/corpus")
-    validation = read("artifacts/data/validation/summary.json")
-    training = read("artifacts/train/dvclive/metrics.json")
-    codec = read("artifacts/codec/metrics.json")
-    metrics = read("artifacts/evaluation/metrics.json")
-    decision = read("artifacts/evaluation/decision.json")
+    corpus = read_manifest(paths.CORPUS)
+    validation = read(paths.VALIDATION / "summary.json")
+    training = read(paths.TRAIN / "dvclive" / "metrics.json")
+    codec = read(paths.CODEC / "metrics.json")
+    metrics = read(paths.EVALUATION / "metrics.json")
+    decision = read(paths.EVALUATION / "decision.json")
     untrained_codec = codec["baselines"]["untrained"]
     losses = plot_losses(
-        Path("artifacts/train/dvclive"),
+        paths.TRAIN / "dvclive",
         out_dir / "losses.png",
         {"untrained (ln V)": training["uniform_loss"], "unigram": training["unigram_loss"]},
     )
     fad = metrics["fad"]["mel"] if "mel" in metrics["fad"] else next(iter(metrics["fad"].values()))
     tempo = metrics["adherence"].get("tempo_match", {})
     if decision["promote"]:
-        gate = f"passed; promoted to {promote_model('artifacts/model', 'artifacts/evaluation', 'artifacts/promoted')}"
+        gate = f"passed; promoted to {promote_model(paths.MODEL, paths.EVALUATION, paths.PROMOTED)}"
     else:
         gate = "refused: " + "; ".join(check["rule"] for check in decision["checks"] if not check["passed"])
     minutes = sum(clip.duration for clip in corpus) / 60
     rows = {
-        "corpus": f"artifacts/data/corpus ({len(corpus)} clips, {minutes:.1f} min)",
-        "validation": f"artifacts/data/validation/{validation['data_docs']} "
+        "corpus": f"{paths.CORPUS} ({len(corpus)} clips, {minutes:.1f} min)",
+        "validation": f"{paths.VALIDATION / validation['data_docs']} "
         f"({'passed' if validation['success'] else 'FAILED'} {validation['checks']} checks)",
-        "codec": f"artifacts/codec (held-out log-mel distance {codec['mel_distance']:.3f}, untrained "
+        "codec": f"{paths.CODEC} (held-out log-mel distance {codec['mel_distance']:.3f}, untrained "
         f"{untrained_codec['mel_distance']:.3f}; SI-SNR {codec['si_snr_db']:.1f} dB)",
-        "model": f"artifacts/model (validation loss {training['best_valid_loss']:.3f}; untrained "
+        "model": f"{paths.MODEL} (validation loss {training['best_valid_loss']:.3f}; untrained "
         f"{training['uniform_loss']:.3f}, unigram {training['unigram_loss']:.3f})",
         "loss plot": f"{losses} (or `dvc plots show`)",
-        "report": f"artifacts/evaluation/report.html (FAD mel {fad['model']:.2f}, untrained {fad['untrained']:.2f}, "
+        "report": f"{paths.EVALUATION / 'report.html'} (FAD mel {fad['model']:.2f}, untrained {fad['untrained']:.2f}, "
         f"real floor {fad['real']:.2f}; tempo followed {tempo.get('model', float('nan')):.0%}, untrained "
         f"{tempo.get('untrained', float('nan')):.0%})",
-        "samples": f"artifacts/evaluation/samples/ ({metrics['prompts']} held-out test prompts; captions in "
-        "artifacts/evaluation/per_prompt.csv)",
-        "onnx": "artifacts/onnx (and int8/; Triton repository in artifacts/triton)",
+        "samples": f"{paths.EVALUATION / 'samples'}/ ({metrics['prompts']} held-out test prompts; captions in "
+        f"{paths.EVALUATION / 'per_prompt.csv'})",
+        "onnx": f"{paths.ONNX} (and int8/; Triton repository in {paths.TRITON})",
         "gate": gate,
         "next": "`make serve` (the page on http://127.0.0.1:8000/), then `musicops monitor report`",
     }
