@@ -14,7 +14,7 @@ Output folder (published whole or not at all):
         (model/beat_grid.py), which the generators compute from each prompt's tempo.
     decoder_with_shared_cache.onnx
         ours: the cached step over fixed-capacity cache buffers that ONNX Runtime appends to in place
-        (components/shared_cache_graph.py); the ONNX Runtime backend's cached step where it can bind them.
+        (components/export/shared_cache_graph.py); the ONNX Runtime backend's cached step where it can bind them.
     config.json, generation_config.json, tokenizer and processor files, musicops.json (the model card)
         so the folder generates on its own (`OnnxMusicGenerator.load(folder)`), with no torch weights.
     export.json    opset, per-graph parity against torch, file sizes, source model and its data version.
@@ -51,9 +51,9 @@ import numpy as np
 import torch
 import typer
 
-from components.codec_graph import traceable_codec
+from components.export.codec_graph import traceable_codec
+from components.export.shared_cache_graph import TRANSLATIONS, self_attention
 from components.params import ExportParams, ParamsError, load_section
-from components.shared_cache_graph import TRANSLATIONS, self_attention
 from model.atomic_io import atomic_directory
 from model.beat_grid import ONNX_INPUT as BEAT_GRID_INPUT
 from model.beat_grid import beat_grid_of, grid_features, grid_in_forward, prompt_tempi, write_onnx_note
@@ -237,7 +237,7 @@ class DecoderWithPastGraph(_DecoderGraph):
 
 class DecoderWithSharedCacheGraph(_DecoderGraph):
     """decoder_with_shared_cache: decoder_with_past over cache buffers of a fixed capacity, appended to in
-    place by ONNX Runtime's GroupQueryAttention (components/shared_cache_graph.py)."""
+    place by ONNX Runtime's GroupQueryAttention (components/export/shared_cache_graph.py)."""
 
     def forward(
         self,
