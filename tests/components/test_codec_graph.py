@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.models.encodec.modeling_encodec import EncodecConv1d
 
-from components.codec_graph import _reflect_pad, traceable_codec
+from components.export.codec_graph import _reflect_pad, traceable_codec
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 4, 7, 8, 40])

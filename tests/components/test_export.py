@@ -15,8 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from components import export as export_stage
-from components.export import ExportReport, ParityError, app, export
+from components.export import ExportReport, ParityError, app, export, graphs
 from components.params import ExportParams, ParamsError
 from model.errors import ModelInputError
 from model.onnx_backend import EXPORTED_GRAPHS
@@ -174,13 +173,13 @@ def test_a_parity_breach_names_the_graph_and_publishes_nothing(micro_dir, tmp_pa
 def test_a_decoder_that_differs_from_torch_fails_at_decoder_model(micro_dir, tmp_path, monkeypatch):
     # An export defect (here: a perturbed weight inside the exported decoder graph) must be caught
     # by comparing with transformers' own forward, not with our wrapper.
-    original = export_stage.DecoderGraph.forward
+    original = graphs.DecoderGraph.forward
 
     def perturbed(self, decoder_input_ids, encoder_outputs, attention_mask):
         outputs = original(self, decoder_input_ids, encoder_outputs, attention_mask)
         return (outputs[0] + 1e-2, *outputs[1:])
 
-    monkeypatch.setattr(export_stage.DecoderGraph, "forward", perturbed)
+    monkeypatch.setattr(graphs.DecoderGraph, "forward", perturbed)
     out = tmp_path / "onnx"
     with pytest.raises(ParityError, match=r"decoder_model \(fp32\).*0\.01"):
         export(micro_dir, out, ExportParams(int8=False))
@@ -212,7 +211,7 @@ def test_additive_mask_gives_zero_for_rows_without_text():
     mask[1] = 0
     keys[1], values[1] = 0, 0
     ours = torch.nn.functional.scaled_dot_product_attention(
-        q, keys, values, attn_mask=export_stage._additive_mask(mask, torch.float32)
+        q, keys, values, attn_mask=graphs._additive_mask(mask, torch.float32)
     )
     theirs = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask.bool()[:, None, None])
     assert torch.allclose(ours, theirs, atol=1e-6) and not ours[1].any()
