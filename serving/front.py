@@ -1,6 +1,6 @@
 """The FastAPI front: REST, Server-Sent Events and WebSocket streaming, the web page, health and /metrics.
 
-    app = create_app(LocalBackend("artifacts/model"), FrontSettings(api_key="secret"))
+    app = create_app(LocalSource("artifacts/model"), FrontSettings(api_key="secret"))
     python -m serving.front --model artifacts/model [--backend onnx] [--remote URL] [--port 8000] [--api-key KEY]
 
 Endpoints (/v1/generate* and /v1/stream need the API key when one is set: `Authorization: Bearer KEY` or
@@ -15,7 +15,7 @@ or WebSocket):
   first_chunk_ms, generation_ms, real_time_factor, samples, ...) or `event: error` {status, message}.
 - `WS /v1/stream`: see serving/front_socket.py for its messages and close codes.
 - `GET /v1/info` (no key needed): audio format, limits and defaults, for the page. `/healthz` (the process is
-  alive), `/readyz` (the backend is ready, else 503), `/metrics` (Prometheus), `/docs` (OpenAPI), `/` (the page).
+  alive), `/readyz` (the audio source is ready, else 503), `/metrics` (Prometheus), `/docs` (OpenAPI), `/` (the page).
 
 Limits: `max_concurrent_streams` generations at once and `max_queue` more waiting for a slot; beyond that a request
 is refused at once (429 with Retry-After; WebSocket close 1013). A client that goes away cancels its generation and
@@ -49,12 +49,12 @@ from starlette.background import BackgroundTask
 
 from model.errors import ModelInputError, first_line
 from serving.admission import Admission, Lease, Overloaded
-from serving.backends import Backend, BackendError
 from serving.engine import EngineBusy, EngineStopped
 from serving.front_metrics import FrontMetrics, MetricsMiddleware
 from serving.front_request import request_models
 from serving.front_run import Run, pcm16, wav_bytes
 from serving.front_socket import CLOSE_ERROR, CLOSE_POLICY, CLOSE_TRY_LATER, serve_socket
+from serving.sources import AudioSource, SourceError
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
@@ -90,11 +90,11 @@ class FrontSettings:
 
 
 class Front:
-    """What every route shares: the backend, the settings, the request models, admission and metrics."""
+    """What every route shares: the audio source, the settings, the request models, admission and metrics."""
 
-    def __init__(self, backend: Backend, settings: FrontSettings) -> None:
-        self.backend, self.settings = backend, settings
-        model_max = backend.max_duration
+    def __init__(self, source: AudioSource, settings: FrontSettings) -> None:
+        self.source, self.settings = source, settings
+        model_max = source.max_duration
         self.max_duration = settings.max_duration if model_max is None else min(settings.max_duration, model_max)
         self.default_duration = min(settings.default_duration, self.max_duration)
         self.request_model, self.query_model = request_models(
@@ -114,7 +114,7 @@ class Front:
         """Wait for a slot (or raise Overloaded), then start the run's generation."""
         lease = await self.admission.enter()
         try:
-            run.stream = lease.stream = await self.backend.stream(run.request.prompt, run.request.params())
+            run.stream = lease.stream = await self.source.stream(run.request.prompt, run.request.params())
         except BaseException:
             lease.release()
             raise
@@ -146,7 +146,7 @@ class Front:
             return 503, "the server is shutting down", CLOSE_TRY_LATER
         if isinstance(error, ModelInputError):
             return 422, first_line(error), CLOSE_POLICY
-        if isinstance(error, BackendError):
+        if isinstance(error, SourceError):
             return 502, first_line(error), CLOSE_ERROR
         return 500, f"generation failed: {first_line(error)}", CLOSE_ERROR
 
@@ -162,19 +162,19 @@ def _sse(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data}\n\n"
 
 
-def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastAPI:
-    """The front over `backend`, which the app starts on startup and closes on shutdown."""
-    front = Front(backend, settings or FrontSettings())
+def create_app(source: AudioSource, settings: FrontSettings | None = None) -> FastAPI:
+    """The front over `source`, which the app starts on startup and closes on shutdown."""
+    front = Front(source, settings or FrontSettings())
     settings = front.settings
     RequestModel, QueryModel = front.request_model, front.query_model
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await backend.start()
+        await source.start()
         try:
             yield
         finally:
-            await backend.close()
+            await source.close()
             await front.drain_logs()
 
     app = FastAPI(
@@ -211,7 +211,7 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
         headers = {"Retry-After": str(settings.retry_after_s)} if status in (429, 503) else None
         return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
-    for kind in (Overloaded, EngineBusy, EngineStopped, ModelInputError, BackendError):
+    for kind in (Overloaded, EngineBusy, EngineStopped, ModelInputError, SourceError):
         app.add_exception_handler(kind, on_problem)
 
     refusals = {401: {"description": "No or a wrong API key"}, 429: {"description": "Busy; see Retry-After"}}
@@ -225,7 +225,7 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
     )
     async def generate(body: RequestModel, request: Request) -> Response:
         """Generate a clip and answer it whole, as WAV; its seed and timing are in the headers."""
-        run = Run("/v1/generate", body, backend.sample_rate)
+        run = Run("/v1/generate", body, source.sample_rate)
         lease = await front.admit(run)
         try:
             async for chunk in run.stream:
@@ -259,7 +259,7 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
     async def generate_events(query: Annotated[QueryModel, Query()]) -> StreamingResponse:
         """Stream a clip as Server-Sent Events: a header, base64 PCM16 chunks as they are made, then stats."""
         body = RequestModel.model_validate(query.model_dump(exclude={"api_key"}))
-        run = Run("/v1/generate/stream", body, backend.sample_rate)
+        run = Run("/v1/generate/stream", body, source.sample_rate)
         lease = await front.admit(run)
 
         async def events() -> AsyncIterator[str]:
@@ -296,7 +296,7 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
         """What the page needs: the audio format, the limits and defaults, and whether a key is needed."""
         return {
             "title": settings.title,
-            "sample_rate": backend.sample_rate,
+            "sample_rate": source.sample_rate,
             "channels": 1,
             "format": "pcm16",
             "max_duration": front.max_duration,
@@ -312,8 +312,8 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
     async def readyz() -> JSONResponse:
-        """The backend takes requests."""
-        ready = await backend.ready()
+        """The audio source takes requests."""
+        ready = await source.ready()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
@@ -379,7 +379,7 @@ def main() -> None:
     import typer
 
     from model.torch_threads import keep_to_one_thread
-    from serving.backends import LocalBackend, RemoteBackend
+    from serving.sources import LocalSource, RemoteSource
 
     def run(
         model: Annotated[str | None, typer.Option(help="Model directory or preset, served in this process.")] = None,
@@ -402,7 +402,7 @@ def main() -> None:
             raise typer.BadParameter("give --model (served here) or --remote (a V2 endpoint), not both")
         threads = keep_to_one_thread()  # before any torch work here: the engine's worker takes the cores
         source = (
-            RemoteBackend(remote, remote_model) if remote else LocalBackend(model, backend, join=join, threads=threads)
+            RemoteSource(remote, remote_model) if remote else LocalSource(model, backend, join=join, threads=threads)
         )
         request_log = None
         if log_dir:  # without a local model there is no text encoder: the log has no prompt embeddings

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from serving.backends import GenerationStream
 from serving.front_request import GenerateRequest
+from serving.sources import GenerationStream
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Run:
             "seed": stats.seed if stats else None,
             "first_chunk_ms": _ms(self.first_chunk_s),
             "generation_ms": _ms(self.last_chunk_s),
-            "queued_ms": _ms(stats.queued_s) if stats else None,  # in the backend's own queue
+            "queued_ms": _ms(stats.queued_s) if stats else None,  # in the source's own queue (the engine's)
             "real_time_factor": round(audio_s / self.last_chunk_s, 3) if self.last_chunk_s > 0 else 0.0,
             "samples": self.samples,
             "audio_seconds": round(audio_s, 4),

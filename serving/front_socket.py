@@ -72,7 +72,7 @@ async def _converse(websocket: WebSocket, front: Front) -> int:
         detail = {"status": 422, "message": f"{first['field']}: {first['message']}", "field": first["field"]}
         return await _close(websocket, CLOSE_POLICY, {**detail, "errors": errors})
 
-    run = Run(ROUTE, request, front.backend.sample_rate)
+    run = Run(ROUTE, request, front.source.sample_rate)
     leases: list[Lease] = []
     pump = asyncio.create_task(_pump(websocket, front, run, leases))
     listen = asyncio.create_task(_listen(websocket))

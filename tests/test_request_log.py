@@ -272,13 +272,13 @@ def test_the_real_front_logs_rest_and_websocket_traffic(micro_dir, reference_dir
 
     from monitoring.reference import read_reference
     from monitoring.traffic import drive_front
-    from serving.backends import LocalBackend
     from serving.front import FrontSettings, create_app
+    from serving.sources import LocalSource
 
     reference = read_reference(reference_dir)
     logger = RequestLogger.from_reference(tmp_path / "log", reference_dir, micro_dir, flush_rows=2)
     prompts = [reference["prompt"][0], "fast techno at 140 BPM in F# minor", "穏やかなピアノ曲"]
-    app = create_app(LocalBackend(micro_dir), FrontSettings(request_log=logger))
+    app = create_app(LocalSource(micro_dir), FrontSettings(request_log=logger))
     with TestClient(app) as client:
         served = drive_front(client, prompts, duration=0.5, seed=11)
         with client.websocket_connect("/v1/stream") as ws:
