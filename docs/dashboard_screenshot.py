@@ -21,7 +21,7 @@ import yaml
 from monitoring.reference import build_reference, read_reference
 from monitoring.request_log import RequestLogger
 from monitoring.traffic import drive_front
-from serving.front import FrontSettings, create_app, serve_in_thread
+from serving.front.app import FrontSettings, create_app, serve_in_thread
 from serving.launch import free_port
 from serving.sources import LocalSource
 

@@ -54,7 +54,7 @@ def serve_locally(
     """Serve until `stop` is set, Ctrl-C or SIGTERM. `predictor_ports` None: the front alone. `request_log`
     gets every generation the front serves (monitoring's RequestLogger; closed here on the way out).
     `threads`: the front engine's torch threads (see model/torch_threads.py)."""
-    from serving.front import FrontSettings, create_app, serve_in_thread
+    from serving.front.app import FrontSettings, create_app, serve_in_thread
     from serving.launch import PredictorProcess
     from serving.sources import LocalSource
 

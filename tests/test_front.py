@@ -27,8 +27,8 @@ from websockets.sync.client import connect
 
 from model.generator import BaseMusicGenerator, load_generator
 from model.params import GenerationParams
-from serving.admission import Admission, Overloaded
-from serving.front import FrontSettings, create_app, serve_in_thread
+from serving.front.admission import Admission, Overloaded
+from serving.front.app import FrontSettings, create_app, serve_in_thread
 from serving.sources import LocalSource, RemoteSource
 
 pytestmark = pytest.mark.integration

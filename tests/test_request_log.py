@@ -42,7 +42,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120.0)
 
 
 def record(prompt: str = "calm piano in D minor at 90 BPM", when: float | None = None, seconds: float = 0.5) -> dict:
-    """A record as serving/front_run.Run.record makes it."""
+    """A record as serving/front/run.py's Run.record makes it."""
     t = np.arange(round(seconds * RATE)) / RATE
     params = {"prompt": prompt, "duration": seconds, "guidance": 3.0, "temperature": 1.0, "top_k": 250, "top_p": 0.0}
     return {
@@ -272,7 +272,7 @@ def test_the_real_front_logs_rest_and_websocket_traffic(micro_dir, reference_dir
 
     from monitoring.reference import read_reference
     from monitoring.traffic import drive_front
-    from serving.front import FrontSettings, create_app
+    from serving.front.app import FrontSettings, create_app
     from serving.sources import LocalSource
 
     reference = read_reference(reference_dir)

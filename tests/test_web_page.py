@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.front import FrontSettings, create_app, serve_in_thread
+from serving.front.app import FrontSettings, create_app, serve_in_thread
 from serving.sources import LocalSource
 
 pytestmark = pytest.mark.e2e

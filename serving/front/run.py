@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.front_request import GenerateRequest
+from serving.front.request import GenerateRequest
 from serving.sources import GenerationStream
 
 

@@ -13,7 +13,7 @@ or WebSocket):
 - `GET /v1/generate/stream?prompt=...&duration=...` -> text/event-stream: `event: header` {sample_rate, channels,
   format: "pcm16"}, an `event: chunk` per chunk (base64 of 16-bit little-endian PCM), then `event: stats` (seed,
   first_chunk_ms, generation_ms, real_time_factor, samples, ...) or `event: error` {status, message}.
-- `WS /v1/stream`: see serving/front_socket.py for its messages and close codes.
+- `WS /v1/stream`: see serving/front/ws.py for its messages and close codes.
 - `GET /v1/info` (no key needed): audio format, limits and defaults, for the page. `/healthz` (the process is
   alive), `/readyz` (the audio source is ready, else 503), `/metrics` (Prometheus), `/docs` (OpenAPI), `/` (the page).
 
@@ -29,13 +29,11 @@ import asyncio
 import base64
 import json
 import logging
-import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,14 +45,17 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 
-from model.errors import ModelInputError, first_line
-from serving.admission import Admission, Lease, Overloaded
+from model.errors import ModelInputError
 from serving.engine import EngineBusy, EngineStopped
-from serving.front_metrics import FrontMetrics, MetricsMiddleware
-from serving.front_request import request_models
-from serving.front_run import Run, pcm16, wav_bytes
-from serving.front_socket import CLOSE_ERROR, CLOSE_POLICY, CLOSE_TRY_LATER, serve_socket
-from serving.sources import AudioSource, SourceError
+from serving.front.admission import Overloaded
+from serving.front.metrics import MetricsMiddleware
+from serving.front.run import Run, pcm16, wav_bytes
+from serving.front.state import Front, FrontSettings
+from serving.front.ws import serve_socket
+from serving.sources import AudioSource, LocalSource, RemoteSource, SourceError
+
+# The front's API in one import: FrontSettings and Front live in serving/front/state.py (shared with ws.py).
+__all__ = ["Front", "FrontSettings", "create_app", "main", "serve_in_thread"]
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
@@ -69,93 +70,6 @@ TIMING_HEADERS = [
     "X-Audio-Seconds",
     "Server-Timing",
 ]
-
-
-@dataclass
-class FrontSettings:
-    """The front's limits and switches; the model's own limits (e.g. its longest clip) apply too."""
-
-    max_concurrent_streams: int = 8  # generations at once: the engine's batch (compatible ones decode together)
-    max_queue: int = 16  # requests waiting for a slot; one more is refused with 429
-    retry_after_s: int = 2
-    api_key: str | None = None  # None: no authentication
-    cors_origins: list[str] = field(default_factory=list)
-    max_prompt_chars: int = 500
-    max_duration: float = 30.0
-    default_duration: float = 8.0
-    # Called off the event loop with one dict per generation (see Run.record: prompt, params, seed, timing,
-    # cancelled, audio): the monitoring store's hook. If it raises, the error is logged and serving goes on.
-    request_log: Callable[[dict[str, Any]], None] | None = None
-    title: str = "musicops"
-
-
-class Front:
-    """What every route shares: the audio source, the settings, the request models, admission and metrics."""
-
-    def __init__(self, source: AudioSource, settings: FrontSettings) -> None:
-        self.source, self.settings = source, settings
-        model_max = source.max_duration
-        self.max_duration = settings.max_duration if model_max is None else min(settings.max_duration, model_max)
-        self.default_duration = min(settings.default_duration, self.max_duration)
-        self.request_model, self.query_model = request_models(
-            settings.max_prompt_chars, self.max_duration, self.default_duration
-        )
-        self.admission = Admission(settings.max_concurrent_streams, settings.max_queue)
-        self.metrics = FrontMetrics(self.admission)
-        self._logging: set[asyncio.Future] = set()
-
-    def key_ok(self, *candidates: str | None) -> bool:
-        if self.settings.api_key is None:
-            return True
-        expected = self.settings.api_key.encode()
-        return any(c is not None and secrets.compare_digest(c.encode(), expected) for c in candidates)
-
-    async def admit(self, run: Run) -> Lease:
-        """Wait for a slot (or raise Overloaded), then start the run's generation."""
-        lease = await self.admission.enter()
-        try:
-            run.stream = lease.stream = await self.source.stream(run.request.prompt, run.request.params())
-        except BaseException:
-            lease.release()
-            raise
-        return lease
-
-    def finish(self, run: Run) -> None:
-        """Observe the run's metrics and hand its record to the request log without making anyone wait."""
-        if run.first_chunk_s is not None:
-            self.metrics.first_chunk.labels(run.route).observe(run.first_chunk_s)
-        if run.samples and not run.cancelled:
-            self.metrics.real_time_factor.labels(run.route).observe(run.stats()["real_time_factor"])
-        hook = self.settings.request_log
-        if hook is None or run.stream is None:
-            return
-        future = asyncio.get_running_loop().run_in_executor(None, _call_hook, hook, run.record())
-        self._logging.add(future)
-        future.add_done_callback(self._logging.discard)
-
-    async def drain_logs(self, timeout_s: float = 30.0) -> None:
-        if self._logging:
-            await asyncio.wait(set(self._logging), timeout=timeout_s)
-
-    def problem(self, error: BaseException) -> tuple[int, str, int]:
-        """(HTTP status, message, WebSocket close code) for what can go wrong once a request is valid."""
-        if isinstance(error, Overloaded | EngineBusy):
-            wait = self.settings.retry_after_s
-            return 429, f"busy: {first_line(error)}; try again in {wait} s", CLOSE_TRY_LATER
-        if isinstance(error, EngineStopped):
-            return 503, "the server is shutting down", CLOSE_TRY_LATER
-        if isinstance(error, ModelInputError):
-            return 422, first_line(error), CLOSE_POLICY
-        if isinstance(error, SourceError):
-            return 502, first_line(error), CLOSE_ERROR
-        return 500, f"generation failed: {first_line(error)}", CLOSE_ERROR
-
-
-def _call_hook(hook: Callable[[dict[str, Any]], None], record: dict[str, Any]) -> None:
-    try:
-        hook(record)
-    except Exception:  # a boundary: a broken store must not break serving
-        log.exception("the request log hook failed")
 
 
 def _sse(event: str, data: str) -> str:
@@ -207,7 +121,7 @@ def create_app(source: AudioSource, settings: FrontSettings | None = None) -> Fa
         check_key(credentials.credentials if credentials else None, header_key, query_key)
 
     async def on_problem(request: Request, error: Exception) -> JSONResponse:
-        status, message, _ = front.problem(error)
+        status, message = front.problem(error)
         headers = {"Retry-After": str(settings.retry_after_s)} if status in (429, 503) else None
         return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
@@ -273,7 +187,7 @@ def create_app(source: AudioSource, settings: FrontSettings | None = None) -> Fa
                 run.cancelled = True
                 raise
             except Exception as error:  # the status line is gone: the error travels as an event
-                status, message, _ = front.problem(error)
+                status, message = front.problem(error)
                 yield _sse("error", json.dumps({"status": status, "message": message}))
             finally:
                 lease.release()
@@ -376,10 +290,10 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, startu
 
 
 def main() -> None:
+    """`python -m serving.front`: serve a local model (--model) or a remote V2 endpoint (--remote) on one port."""
     import typer
 
     from model.torch_threads import keep_to_one_thread
-    from serving.sources import LocalSource, RemoteSource
 
     def run(
         model: Annotated[str | None, typer.Option(help="Model directory or preset, served in this process.")] = None,
@@ -426,7 +340,3 @@ def main() -> None:
                 request_log.close()
 
     typer.run(run)
-
-
-if __name__ == "__main__":
-    main()
