@@ -476,7 +476,7 @@ def v2_stand_in(calls: list[dict]) -> FastAPI:
 
 @pytest.mark.e2e
 def test_the_remote_source_serves_a_v2_endpoint_through_the_front():
-    # The lead can add the same checks against serving/predictor.py (start_predictor) once it lands.
+    # The lead can add the same checks against serving/predictor/ (start_predictor) once it lands.
     calls: list[dict] = []
     with serve_in_thread(v2_stand_in(calls)) as v2_url:
         source = RemoteSource(v2_url, "musicgen", chunk_seconds=0.25, max_duration=30.0)
