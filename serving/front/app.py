@@ -26,7 +26,6 @@ frees its slot at once. Validation errors are 422s naming the field.
 # settings), and FastAPI must see those classes themselves, not their names, in the routes' signatures.
 
 import asyncio
-import base64
 import json
 import logging
 import socket
@@ -49,10 +48,11 @@ from model.errors import ModelInputError
 from serving.engine import EngineBusy, EngineStopped
 from serving.front.admission import Overloaded
 from serving.front.metrics import MetricsMiddleware
-from serving.front.run import Run, pcm16, wav_bytes
+from serving.front.run import Run
 from serving.front.state import Front, FrontSettings
 from serving.front.ws import serve_socket
 from serving.sources import AudioSource, LocalSource, RemoteSource, SourceError
+from serving.wire import pcm16_base64, sse, wav_bytes
 
 # The front's API in one import: FrontSettings and Front live in serving/front/state.py (shared with ws.py).
 __all__ = ["Front", "FrontSettings", "create_app", "main", "serve_in_thread"]
@@ -70,10 +70,6 @@ TIMING_HEADERS = [
     "X-Audio-Seconds",
     "Server-Timing",
 ]
-
-
-def _sse(event: str, data: str) -> str:
-    return f"event: {event}\ndata: {data}\n\n"
 
 
 def create_app(source: AudioSource, settings: FrontSettings | None = None) -> FastAPI:
@@ -178,17 +174,17 @@ def create_app(source: AudioSource, settings: FrontSettings | None = None) -> Fa
 
         async def events() -> AsyncIterator[str]:
             try:
-                yield _sse("header", json.dumps({"sample_rate": run.sample_rate, "channels": 1, "format": "pcm16"}))
+                yield sse(json.dumps({"sample_rate": run.sample_rate, "channels": 1, "format": "pcm16"}), "header")
                 async for chunk in run.stream:
                     run.add(chunk)
-                    yield _sse("chunk", base64.b64encode(pcm16(chunk)).decode())
-                yield _sse("stats", json.dumps(run.stats()))
+                    yield sse(pcm16_base64(chunk), "chunk")
+                yield sse(json.dumps(run.stats()), "stats")
             except (asyncio.CancelledError, GeneratorExit):  # the client went away
                 run.cancelled = True
                 raise
             except Exception as error:  # the status line is gone: the error travels as an event
                 status, message = front.problem(error)
-                yield _sse("error", json.dumps({"status": status, "message": message}))
+                yield sse(json.dumps({"status": status, "message": message}), "error")
             finally:
                 lease.release()
                 front.finish(run)

@@ -28,8 +28,9 @@ from fastapi import WebSocket
 from pydantic import ValidationError
 
 from serving.front.admission import Lease
-from serving.front.run import Run, pcm16
+from serving.front.run import Run
 from serving.front.state import Front
+from serving.wire import pcm16
 
 ROUTE = "/v1/stream"
 # RFC 6455, section 7.4.1; 1005 is what a close without a code reads as.

@@ -4,7 +4,8 @@ V1 answers `{"predictions": [{"audio_wav_base64", "sample_rate", "seed", "durati
 engine at once, so compatible ones share a batch. With `"stream": true` (one instance) `predict` returns an async
 iterator, which KServe sends as a streaming response: Server-Sent Events (`data: {json}\\n\\n`), a header (sample
 rate, format), chunks of base64 PCM16 little-endian audio, then the request's stats (or an error: the status line
-has already gone out). V2 answers AUDIO, SAMPLE_RATE and SEED tensors.
+has already gone out). WAV, PCM16 and SSE are serving/wire.py's, as the front's are. V2 answers AUDIO, SAMPLE_RATE
+and SEED tensors.
 
 Bad input answers 400 (gRPC INVALID_ARGUMENT) naming the field; a full queue answers 503 with Retry-After
 (gRPC UNAVAILABLE).
@@ -13,8 +14,6 @@ Bad input answers 400 (gRPC INVALID_ARGUMENT) naming the field; a full queue ans
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +22,6 @@ from typing import Any
 
 import kserve
 import numpy as np
-import soundfile as sf
 from grpc_interceptor.exceptions import Unavailable
 from kserve.errors import InvalidInput
 from kserve.logging import logger
@@ -34,6 +32,7 @@ from model.generator import load_generator, resolve_backend
 from model.params import GenerationParams
 from serving.engine import AudioStream, EngineBusy, EngineStopped, GenerationEngine
 from serving.predictor.protocol import V2_INPUTS, V2_OUTPUTS, v1_request, v2_output, v2_requests
+from serving.wire import pcm16_base64, sse, wav_base64
 
 MODEL_NAME = "musicgen"
 RETRY_AFTER_S = 1
@@ -48,22 +47,6 @@ class ServiceUnavailable(Unavailable):
 
     def __str__(self) -> str:
         return self.details
-
-
-def wav_base64(audio: np.ndarray, sample_rate: int) -> str:
-    """Mono float audio as a base64 16-bit PCM WAV file."""
-    buffer = io.BytesIO()
-    sf.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def pcm16_base64(chunk: np.ndarray) -> str:
-    """Float audio as base64 16-bit little-endian PCM (raw, no header: the stream's header event says the rate)."""
-    return base64.b64encode((np.clip(chunk, -1.0, 1.0) * 32767).astype("<i2").tobytes()).decode("ascii")
-
-
-def sse(event: dict[str, Any]) -> str:
-    return f"data: {json.dumps(event)}\n\n"
 
 
 class MusicGenModel(kserve.Model):
@@ -199,25 +182,24 @@ class MusicGenModel(kserve.Model):
         rate = stream.sample_rate
         samples = 0
         try:
-            yield sse({"event": "header", "sample_rate": rate, "format": "pcm_s16le", "channels": 1})
+            yield sse(json.dumps({"event": "header", "sample_rate": rate, "format": "pcm_s16le", "channels": 1}))
             async for chunk in stream:
                 samples += chunk.size
-                yield sse({"event": "chunk", "audio": pcm16_base64(chunk)})
+                yield sse(json.dumps({"event": "chunk", "audio": pcm16_base64(chunk)}))
             stats = stream.stats
-            yield sse(
-                {
-                    "event": "end",
-                    "samples": samples,
-                    "duration": samples / rate,
-                    "seed": stats.seed,
-                    "batch_size": stats.batch_size,
-                    "queued_s": stats.queued_s,
-                    "first_chunk_s": stats.first_chunk_s,
-                    "generation_s": stats.generation_s,
-                    "real_time_factor": stats.real_time_factor,
-                }
-            )
+            end = {
+                "event": "end",
+                "samples": samples,
+                "duration": samples / rate,
+                "seed": stats.seed,
+                "batch_size": stats.batch_size,
+                "queued_s": stats.queued_s,
+                "first_chunk_s": stats.first_chunk_s,
+                "generation_s": stats.generation_s,
+                "real_time_factor": stats.real_time_factor,
+            }
+            yield sse(json.dumps(end))
         except Exception as error:  # the 200 status has gone out: an event is the only way left to tell
-            yield sse({"event": "error", "error": first_line(error)})
+            yield sse(json.dumps({"event": "error", "error": first_line(error)}))
         finally:
             stream.cancel()  # the client went away (or all is sent): free the engine
