@@ -27,7 +27,8 @@ RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" torch==2.13.0
 
 # The dependencies at constraints.txt's versions. Empty packages stand in for the source here, so that a code change
 # rebuilds only the COPY layers below, not this one. The install is editable (/app is the installed package): the
-# project reads files beside its modules that a wheel would leave out (serving/web, pipelines/compiled, params.yaml).
+# project reads files beside its modules that a wheel would leave out (pipelines/compiled, params.yaml; the front's
+# page, serving/front/web, is package data and the Triton model files in serving/triton/ are modules: both ship).
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 RUN mkdir -p settings model components pipelines serving monitoring musicops \

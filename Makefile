@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # A real Triton server (the one inside nvidia-pytriton's wheel: CPU, Python backend) for
 # tests/test_triton_server.py. It needs numpy<2, so it gets its own environment with what the
-# repository's models import (serving/triton_server.py says how the server is started).
+# repository's models import (serving/triton/server.py says how the server is started).
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.musicops-installed
 TRITON_PIP := $(TRITON_VENV)/bin/python -m pip --disable-pip-version-check -q

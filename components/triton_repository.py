@@ -48,7 +48,7 @@ handed a `BlsRunner`, so there is one generation loop whether the graphs run in-
 `musicgen` instances (`generator_instances`) bound the concurrent streams: the Python backend runs one `execute` at
 a time per instance.
 
-When `serving.triton_client_runner.TritonClientRunner` is the better choice: when the caller must own the loop (the
+When `serving.triton.client_runner.TritonClientRunner` is the better choice: when the caller must own the loop (the
 project's predictor with its batching of prompts, beam search, audio continuation, per-step monitoring), when the
 graphs run on a shared GPU pool far from CPU-only predictors, or for short clips where a handful of round trips is
 cheap. It ships every step's caches over the network, so for long streamed generations call `musicgen` instead.
@@ -86,8 +86,10 @@ UNBATCHABLE = {"decoder_model", "decoder_with_past_model"}
 GENERATOR_FILE_SUFFIXES = {".json", ".txt", ".model"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 GRAPHS_FILE = "graphs.json"
-# The generation loop's Triton model file, copied into musicgen/1/ as model.py.
-MUSICGEN_MODEL_PY = Path(__file__).with_name("triton_musicgen_model.py")
+# The generation loop's Triton model file, copied into musicgen/1/ as model.py. Located as a file, not imported
+# (components/ never imports serving/): it lives with the rest of the Triton runtime in serving/triton/, which the
+# installed package ships beside components/ (site-packages/serving/triton/), so this path holds there too.
+MUSICGEN_MODEL_PY = Path(__file__).resolve().parents[1] / "serving" / "triton" / "musicgen_model.py"
 
 ONNX_TO_TRITON = {
     onnx.TensorProto.BOOL: "TYPE_BOOL",

@@ -21,9 +21,9 @@ import yaml
 from monitoring.reference import build_reference, read_reference
 from monitoring.request_log import RequestLogger
 from monitoring.traffic import drive_front
-from serving.backends import LocalBackend
-from serving.front import FrontSettings, create_app, serve_in_thread
+from serving.front.app import FrontSettings, create_app, serve_in_thread
 from serving.launch import free_port
+from serving.sources import LocalSource
 from settings import paths
 
 SHIFTED = [
@@ -60,7 +60,7 @@ def main() -> None:
         reference = build_reference(args.evaluation, args.model, root / "reference")
         prompts = list(read_reference(reference)["prompt"])
         logger = RequestLogger.from_reference(root / "log", reference, args.model, flush_rows=8, flush_seconds=2)
-        app = create_app(LocalBackend(str(args.model)), FrontSettings(request_log=logger))
+        app = create_app(LocalSource(str(args.model)), FrontSettings(request_log=logger))
         with serve_in_thread(app) as url:
             print(f"reference-like traffic: {traffic(url, prompts, args.minutes, 2.0)} requests")
             print(f"shifted traffic: {traffic(url, SHIFTED, args.minutes, 2.0)} requests")

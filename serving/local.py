@@ -54,9 +54,9 @@ def serve_locally(
     """Serve until `stop` is set, Ctrl-C or SIGTERM. `predictor_ports` None: the front alone. `request_log`
     gets every generation the front serves (monitoring's RequestLogger; closed here on the way out).
     `threads`: the front engine's torch threads (see model/torch_threads.py)."""
-    from serving.backends import LocalBackend
-    from serving.front import FrontSettings, create_app, serve_in_thread
+    from serving.front.app import FrontSettings, create_app, serve_in_thread
     from serving.launch import PredictorProcess
+    from serving.sources import LocalSource
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -70,7 +70,7 @@ def serve_locally(
         if request_log is not None and hasattr(request_log, "close"):
             stack.callback(request_log.close)  # after the front stops: its last requests are written
         app = create_app(
-            LocalBackend(model, backend, threads=threads), FrontSettings(api_key=api_key, request_log=request_log)
+            LocalSource(model, backend, threads=threads), FrontSettings(api_key=api_key, request_log=request_log)
         )
         url = stack.enter_context(serve_in_thread(app, port=port))
         if predictor is not None:

@@ -32,8 +32,8 @@ from typer.testing import CliRunner
 from components import triton_repository as tr
 from components.params import ParamsError, load_section
 from components.triton_repository import TritonRepositoryError, TritonSettings, write_repository
-from serving import triton_client_runner
-from serving.triton_client_runner import TritonClientRunner
+from serving.triton import client_runner
+from serving.triton.client_runner import TritonClientRunner
 
 HIDDEN, VOCAB, LAYERS, HEADS, HEAD_DIM, CODEBOOKS, HOP = 8, 16, 2, 2, 4, 4, 10
 ROOT = Path(__file__).resolve().parents[1]
@@ -719,7 +719,7 @@ def test_musicgen_over_bls_streams_what_the_onnx_generator_generates(export, tmp
 
 @pytest.mark.unit
 def test_client_runner_maps_graphs_to_the_repositorys_model_names():
-    assert triton_client_runner.TRITON_MODEL_NAMES == tr.TRITON_MODEL_NAMES
+    assert client_runner.TRITON_MODEL_NAMES == tr.TRITON_MODEL_NAMES
     with pytest.raises(ValueError, match="protocol must be one of http, grpc"):
         TritonClientRunner("localhost:8000", protocol="websocket")
     with pytest.raises(ValueError, match="unsupported URL scheme"):
@@ -730,7 +730,7 @@ def test_client_runner_maps_graphs_to_the_repositorys_model_names():
 def test_client_runner_imports_only_the_protocol_it_uses():
     script = (
         "import sys\n"
-        "from serving.triton_client_runner import TritonClientRunner\n"
+        "from serving.triton.client_runner import TritonClientRunner\n"
         "assert not any(m.startswith('tritonclient') for m in sys.modules)\n"
         "runner = TritonClientRunner('http://127.0.0.1:1')\n"
         "assert 'tritonclient.http' in sys.modules and 'tritonclient.grpc' not in sys.modules\n"
@@ -812,11 +812,9 @@ def test_client_runner_runs_graphs_over_the_v2_http_protocol(repo: Path):
             codes = np.ones((1, 2, CODEBOOKS, 3), dtype=np.int64)
             audio = runner.run("encodec_decode", {"audio_codes": codes})["audio_values"]
             assert audio.shape == (2, 1, 3 * HOP) and np.all(audio == CODEBOOKS)
-            with pytest.raises(
-                triton_client_runner.TritonRunnerError, match=r"codec_decoder \(graph encodec_decode\): "
-            ):
+            with pytest.raises(client_runner.TritonRunnerError, match=r"codec_decoder \(graph encodec_decode\): "):
                 runner.run("encodec_decode", {"audio_codes": codes.astype(np.int32)})
-            with pytest.raises(triton_client_runner.TritonRunnerError, match=r"decoder \(graph decoder_model\)"):
+            with pytest.raises(client_runner.TritonRunnerError, match=r"decoder \(graph decoder_model\)"):
                 runner.output_names("decoder_model")
     finally:
         server.shutdown()

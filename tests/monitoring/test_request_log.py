@@ -42,7 +42,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120.0)
 
 
 def record(prompt: str = "calm piano in D minor at 90 BPM", when: float | None = None, seconds: float = 0.5) -> dict:
-    """A record as serving/front_run.Run.record makes it."""
+    """A record as serving/front/run.py's Run.record makes it."""
     t = np.arange(round(seconds * RATE)) / RATE
     params = {"prompt": prompt, "duration": seconds, "guidance": 3.0, "temperature": 1.0, "top_k": 250, "top_p": 0.0}
     return {
@@ -272,13 +272,13 @@ def test_the_real_front_logs_rest_and_websocket_traffic(micro_dir, reference_dir
 
     from monitoring.reference import read_reference
     from monitoring.traffic import drive_front
-    from serving.backends import LocalBackend
-    from serving.front import FrontSettings, create_app
+    from serving.front.app import FrontSettings, create_app
+    from serving.sources import LocalSource
 
     reference = read_reference(reference_dir)
     logger = RequestLogger.from_reference(tmp_path / "log", reference_dir, micro_dir, flush_rows=2)
     prompts = [reference["prompt"][0], "fast techno at 140 BPM in F# minor", "穏やかなピアノ曲"]
-    app = create_app(LocalBackend(micro_dir), FrontSettings(request_log=logger))
+    app = create_app(LocalSource(micro_dir), FrontSettings(request_log=logger))
     with TestClient(app) as client:
         served = drive_front(client, prompts, duration=0.5, seed=11)
         with client.websocket_connect("/v1/stream") as ws:

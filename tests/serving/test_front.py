@@ -1,5 +1,5 @@
 """The FastAPI front: WAV over REST, SSE and WebSocket streaming, limits, cancellation, validation, auth, CORS,
-health and metrics, the request log hook, and the remote backend against a stand-in V2 server.
+health and metrics, the request log hook, and the remote source against a stand-in V2 server.
 
 In-process tests use Starlette's TestClient; those marked e2e run the front under uvicorn on 127.0.0.1 and talk to
 it over real sockets (httpx for SSE, the websockets client for WebSocket). A gated generator holds a generation
@@ -27,9 +27,9 @@ from websockets.sync.client import connect
 
 from model.generator import BaseMusicGenerator, load_generator
 from model.params import GenerationParams
-from serving.admission import Admission, Overloaded
-from serving.backends import LocalBackend, RemoteBackend
-from serving.front import FrontSettings, create_app, serve_in_thread
+from serving.front.admission import Admission, Overloaded
+from serving.front.app import FrontSettings, create_app, serve_in_thread
+from serving.sources import LocalSource, RemoteSource
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def ws_until_close(ws) -> tuple[list, int]:
 @pytest.fixture
 def make_app(micro_dir) -> Callable[..., FastAPI]:
     def make(generator: BaseMusicGenerator | None = None, **settings) -> FastAPI:
-        return create_app(LocalBackend(generator or micro_dir), FrontSettings(**settings))
+        return create_app(LocalSource(generator or micro_dir), FrontSettings(**settings))
 
     return make
 
@@ -234,7 +234,7 @@ def test_server_sent_events_stream_header_chunks_and_stats(make_app):
 def test_a_cancel_message_stops_the_stream_and_frees_its_slot_at_once(make_app, gated, gate):
     logs: list[dict] = []
     app = make_app(gated, request_log=logs.append)
-    engine = app.state.front.backend.engine
+    engine = app.state.front.source.engine
     with TestClient(app) as client:
         with client.websocket_connect("/v1/stream") as ws:
             ws.send_json({"prompt": "long", "duration": 15.0})
@@ -265,7 +265,7 @@ def test_a_websocket_client_that_disconnects_frees_its_generation(make_app, gate
         wait_for(lambda: gauge(httpx.get(f"{url}/metrics").text, "musicops_front_active_streams") == 0, "the slot")
         wait_for(lambda: len(logs) == 1, "the request log")
         gate.set()
-        wait_for(lambda: app.state.front.backend.engine.active == 0, "the engine to stop")
+        wait_for(lambda: app.state.front.source.engine.active == 0, "the engine to stop")
         assert 'musicops_front_requests_total{route="/v1/stream",status="1000"}' in httpx.get(f"{url}/metrics").text
     assert logs[0]["cancelled"]
 
@@ -412,7 +412,7 @@ def test_a_request_log_hook_that_raises_does_not_break_serving(make_app):
         assert client.post("/v1/generate", json={"prompt": "y", "duration": 0.3}).status_code == 200
 
 
-# -- the remote backend, against a stand-in KServe V2 server ---------------------------------------------------------
+# -- the remote source, against a stand-in KServe V2 server ---------------------------------------------------------
 
 
 def v2_stand_in(calls: list[dict]) -> FastAPI:
@@ -475,12 +475,12 @@ def v2_stand_in(calls: list[dict]) -> FastAPI:
 
 
 @pytest.mark.e2e
-def test_the_remote_backend_serves_a_v2_endpoint_through_the_front():
-    # The lead can add the same checks against serving/predictor.py (start_predictor) once it lands.
+def test_the_remote_source_serves_a_v2_endpoint_through_the_front():
+    # The lead can add the same checks against serving/predictor/ (start_predictor) once it lands.
     calls: list[dict] = []
     with serve_in_thread(v2_stand_in(calls)) as v2_url:
-        backend = RemoteBackend(v2_url, "musicgen", chunk_seconds=0.25, max_duration=30.0)
-        with TestClient(create_app(backend, FrontSettings())) as client:
+        source = RemoteSource(v2_url, "musicgen", chunk_seconds=0.25, max_duration=30.0)
+        with TestClient(create_app(source, FrontSettings())) as client:
             assert client.get("/readyz").json() == {"ready": True}
             assert client.get("/v1/info").json()["sample_rate"] == 16000  # learnt from a probe at startup
 
@@ -502,12 +502,12 @@ def test_the_remote_backend_serves_a_v2_endpoint_through_the_front():
             assert refused.status_code == 422 and "beyond 10 s" in refused.json()["detail"]
 
 
-def test_the_remote_backend_is_not_ready_when_nothing_answers():
+def test_the_remote_source_is_not_ready_when_nothing_answers():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    backend = RemoteBackend(f"http://127.0.0.1:{port}", sample_rate=16000)  # no probe at startup
-    with TestClient(create_app(backend)) as client:
+    source = RemoteSource(f"http://127.0.0.1:{port}", sample_rate=16000)  # no probe at startup
+    with TestClient(create_app(source)) as client:
         assert client.get("/readyz").status_code == 503
         answer = client.post("/v1/generate", json={"prompt": "x", "duration": 1.0})
         assert answer.status_code == 502 and "unreachable" in answer.json()["detail"]

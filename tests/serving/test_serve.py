@@ -1,5 +1,5 @@
 """`musicops serve` as a user runs it (the page, the front's API and the KServe predictor up together, both
-gone after SIGTERM), and the front's remote backend against the real predictor."""
+gone after SIGTERM), and the front's remote source against the real predictor."""
 
 import asyncio
 import signal
@@ -14,8 +14,8 @@ import pytest
 
 from model.params import GenerationParams
 from monitoring.request_log import read_log
-from serving.backends import RemoteBackend
 from serving.launch import free_port, start_predictor
+from serving.sources import RemoteSource
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,18 +57,18 @@ def test_musicops_serve_starts_page_front_and_predictor_and_stops_both(micro_dir
     assert list(logged["prompt"]) == ["x"] and logged["route"].iloc[0] == "/v1/generate"
 
 
-def test_the_remote_backend_streams_what_the_real_predictor_generates(micro_dir):
+def test_the_remote_source_streams_what_the_real_predictor_generates(micro_dir):
     async def body(url: str):
-        backend = RemoteBackend(url)
-        await backend.start()
+        source = RemoteSource(url)
+        await source.start()
         try:
             params = GenerationParams(duration=0.5, seed=4)
-            stream = await backend.stream("remote prompt", params)
+            stream = await source.stream("remote prompt", params)
             chunks = [chunk async for chunk in stream]
-            again = [chunk async for chunk in await backend.stream("remote prompt", params)]
-            return backend.sample_rate, np.concatenate(chunks), np.concatenate(again), len(chunks)
+            again = [chunk async for chunk in await source.stream("remote prompt", params)]
+            return source.sample_rate, np.concatenate(chunks), np.concatenate(again), len(chunks)
         finally:
-            await backend.close()
+            await source.close()
 
     with start_predictor(micro_dir) as (http_url, _):
         sample_rate, audio, again, count = asyncio.run(body(http_url))

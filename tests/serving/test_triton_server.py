@@ -1,7 +1,7 @@
 """A real Triton Inference Server (2.51, from the nvidia-pytriton wheel in `.venv-triton`) serving the repository
 that components/triton_repository.py writes: the `musicgen` generation model (Python backend, decoupled) streams
 over real BLS calls to the four models. Those four run on the Python backend through
-serving/triton_onnx_standin.py (ONNX Runtime in the model), because this Triton has no onnxruntime backend.
+serving/triton/onnx_standin.py (ONNX Runtime in the model), because this Triton has no onnxruntime backend.
 
 The clients are tritonclient's: HTTP in this process, the gRPC stream in a subprocess (tritonclient.grpc cannot
 share a process with kserve, which other test modules import). Skipped without `.venv-triton` (`make triton-env`).
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from components.triton_repository import TritonSettings, write_repository
-from serving.triton_server import TritonServer, TritonUnavailable, triton_home, with_onnx_stand_ins
+from serving.triton.server import TritonServer, TritonUnavailable, triton_home, with_onnx_stand_ins
 
 pytestmark = pytest.mark.integration
 

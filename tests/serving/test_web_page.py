@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.backends import LocalBackend
-from serving.front import FrontSettings, create_app, serve_in_thread
+from serving.front.app import FrontSettings, create_app, serve_in_thread
+from serving.sources import LocalSource
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "web-page.pn
 
 @pytest.fixture
 def page_url(micro_dir):
-    app = create_app(LocalBackend(micro_dir), FrontSettings(default_duration=4.0))
+    app = create_app(LocalSource(micro_dir), FrontSettings(default_duration=4.0))
     with serve_in_thread(app) as url:
         yield url
 

@@ -1,18 +1,16 @@
 """One generation as the front sees it: its chunks, its timing from the request's arrival, the statistics a
-client gets at the end and the record the request log gets; and the wire encodings of its audio."""
+client gets at the end and the record the request log gets. Its audio's wire encodings are in serving/wire.py."""
 
 from __future__ import annotations
 
-import io
 import time
-import wave
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from serving.backends import GenerationStream
-from serving.front_request import GenerateRequest
+from serving.front.request import GenerateRequest
+from serving.sources import GenerationStream
 
 
 @dataclass
@@ -49,7 +47,7 @@ class Run:
             "seed": stats.seed if stats else None,
             "first_chunk_ms": _ms(self.first_chunk_s),
             "generation_ms": _ms(self.last_chunk_s),
-            "queued_ms": _ms(stats.queued_s) if stats else None,  # in the backend's own queue
+            "queued_ms": _ms(stats.queued_s) if stats else None,  # in the source's own queue (the engine's)
             "real_time_factor": round(audio_s / self.last_chunk_s, 3) if self.last_chunk_s > 0 else 0.0,
             "samples": self.samples,
             "audio_seconds": round(audio_s, 4),
@@ -76,19 +74,3 @@ class Run:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
-
-
-def pcm16(chunk: np.ndarray) -> bytes:
-    """Float audio in [-1, 1] as 16-bit little-endian PCM: what the streams carry."""
-    return np.round(np.clip(chunk, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """A 16-bit mono WAV file: the same samples a stream of the clip would carry."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm16(audio))
-    return buffer.getvalue()

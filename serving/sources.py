@@ -1,15 +1,16 @@
 """Where the front's audio comes from: a model in this process, or a remote KServe/Triton V2 endpoint.
 
-    backend = LocalBackend("artifacts/model")                  # GenerationEngine over load_generator(...)
-    backend = RemoteBackend("http://predictor:8080", "musicgen")  # the Open Inference Protocol over HTTP
-    await backend.start()
-    stream = await backend.stream("calm piano", GenerationParams(duration=4.0))
-    async for chunk in stream: ...                             # float32 mono chunks; stream.cancel() frees it
-    stream.stats                                               # seed, first_chunk_s, real_time_factor, ...
-    await backend.close()
+    source = LocalSource("artifacts/model")                     # GenerationEngine over load_generator(...)
+    source = RemoteSource("http://predictor:8080", "musicgen")  # the Open Inference Protocol over HTTP
+    await source.start()
+    stream = await source.stream("calm piano", GenerationParams(duration=4.0))
+    async for chunk in stream: ...                              # float32 mono chunks; stream.cancel() frees it
+    stream.stats                                                # seed, first_chunk_s, real_time_factor, ...
+    await source.close()
 
 Both hand out the same kind of stream (an async iterator of float32 chunks with `cancel()` and `stats`), so the
-front does not care which one it talks to.
+front does not care which one it talks to. They are "sources", not "backends": in `model/` a backend is what runs
+the graphs (torch or onnx), and LocalSource's `backend` argument still means exactly that.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from serving.engine import GenerationEngine, StreamStats
 SEED_LIMIT = 2**31  # a seed drawn here fits every client's integer type (JavaScript's included)
 
 
-class BackendError(RuntimeError):
+class SourceError(RuntimeError):
     """The model's server failed or could not be reached (the front answers 502); the message names it."""
 
 
@@ -50,7 +51,7 @@ class GenerationStream(Protocol):
 
 
 @runtime_checkable
-class Backend(Protocol):
+class AudioSource(Protocol):
     """What the front needs from a model: streams of audio, readiness, and a clean shutdown."""
 
     @property
@@ -72,7 +73,7 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-class LocalBackend:
+class LocalSource:
     """A GenerationEngine (dynamic batching, bounded queue, cancellation) over a generator in this process."""
 
     def __init__(
@@ -165,7 +166,7 @@ class RemoteStream:
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
-class RemoteBackend:
+class RemoteSource:
     """A KServe predictor or Triton serving the `musicgen` model, reached with `tritonclient.http.aio`.
 
     V2 REST (the Open Inference Protocol) does not stream: each request waits for the whole clip and then hands
@@ -191,7 +192,7 @@ class RemoteBackend:
         shortest clip it makes and reads SAMPLE_RATE from the answer."""
         scheme, _, address = url.rpartition("://")
         if scheme not in ("", "http", "https"):
-            raise ValueError(f"RemoteBackend speaks V2 over HTTP: http:// or https://, got {url!r}")
+            raise ValueError(f"RemoteSource speaks V2 over HTTP: http:// or https://, got {url!r}")
         self.address, self.ssl = address.rstrip("/"), scheme == "https"
         self.model_name = model_name
         self._sample_rate = sample_rate
@@ -211,7 +212,7 @@ class RemoteBackend:
         return self._max_duration
 
     async def start(self) -> None:
-        # Imported here: the aio client needs aiohttp and a running loop, and LocalBackend users need neither.
+        # Imported here: the aio client needs aiohttp and a running loop, and LocalSource users need neither.
         from tritonclient.http.aio import InferenceServerClient
 
         if self._client is None:
@@ -265,9 +266,9 @@ class RemoteBackend:
             result = await self._client.infer(self.model_name, inputs, outputs=outputs, request_id=uuid.uuid4().hex)
         except InferenceServerException as error:
             # 4xx: the server refused these parameters; anything else is the server's own failure.
-            kind = ModelInputError if str(error.status() or "").startswith("4") else BackendError
+            kind = ModelInputError if str(error.status() or "").startswith("4") else SourceError
             raise kind(f"{self.model_name} at {self.address}: {error.message()}") from None
         except (OSError, aiohttp.ClientError, TimeoutError) as error:
-            raise BackendError(f"{self.model_name} at {self.address} is unreachable: {error}") from None
+            raise SourceError(f"{self.model_name} at {self.address} is unreachable: {error}") from None
         audio = result.as_numpy("AUDIO")
         return np.asarray(audio[0], dtype=np.float32), int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0])

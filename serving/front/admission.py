@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from serving.backends import GenerationStream
+from serving.sources import GenerationStream
 
 
 class Overloaded(RuntimeError):

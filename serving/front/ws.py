@@ -22,21 +22,22 @@ import asyncio
 import json
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import WebSocket
 from pydantic import ValidationError
 
-from serving.admission import Lease
-from serving.front_run import Run, pcm16
-
-if TYPE_CHECKING:
-    from serving.front import Front
+from serving.front.admission import Lease
+from serving.front.run import Run
+from serving.front.state import Front
+from serving.wire import pcm16
 
 ROUTE = "/v1/stream"
 # RFC 6455, section 7.4.1; 1005 is what a close without a code reads as.
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_NO_STATUS = 1000, 1003, 1005
 CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_LATER = 1008, 1011, 1013
+# The close code for each HTTP status Front.problem gives (the table in this module's docstring); others: 1011.
+CLOSE_FOR_STATUS = {429: CLOSE_TRY_LATER, 503: CLOSE_TRY_LATER, 422: CLOSE_POLICY}
 
 
 async def serve_socket(websocket: WebSocket, front: Front) -> None:
@@ -72,7 +73,7 @@ async def _converse(websocket: WebSocket, front: Front) -> int:
         detail = {"status": 422, "message": f"{first['field']}: {first['message']}", "field": first["field"]}
         return await _close(websocket, CLOSE_POLICY, {**detail, "errors": errors})
 
-    run = Run(ROUTE, request, front.backend.sample_rate)
+    run = Run(ROUTE, request, front.source.sample_rate)
     leases: list[Lease] = []
     pump = asyncio.create_task(_pump(websocket, front, run, leases))
     listen = asyncio.create_task(_listen(websocket))
@@ -93,8 +94,10 @@ async def _converse(websocket: WebSocket, front: Front) -> int:
         listen.cancel()
         await asyncio.gather(listen, return_exceptions=True)
         if error := pump.exception():
-            status, text, code = front.problem(error)
-            return await _close(websocket, code, {"status": status, "message": text})
+            status, text = front.problem(error)
+            return await _close(
+                websocket, CLOSE_FOR_STATUS.get(status, CLOSE_ERROR), {"status": status, "message": text}
+            )
         return await _close(websocket, CLOSE_NORMAL, {"type": "stats", **run.stats()})
     finally:
         for task in (pump, listen):

@@ -7,7 +7,7 @@ CPU, Python backend only). That wheel needs numpy<2, so it lives in its own envi
 `TritonServer` starts the `tritonserver` binary from that environment over a repository, bound to 127.0.0.1 on
 free ports, and stops it (its whole process group). Triton's Python stubs run the environment's Python with the
 project on PYTHONPATH. `with_onnx_stand_ins` copies a repository written by components/triton_repository.py and
-serves its ONNX models through the Python backend (serving/triton_onnx_standin.py), the one part that cannot run
+serves its ONNX models through the Python backend (serving/triton/onnx_standin.py), the one part that cannot run
 here: pytriton's Triton has no onnxruntime backend.
 """
 
@@ -26,9 +26,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: serving/triton/server.py is two folders down
 TRITON_VENV = ROOT / ".venv-triton"
-STAND_IN = Path(__file__).with_name("triton_onnx_standin.py")
+STAND_IN = Path(__file__).with_name("onnx_standin.py")  # a file copied into repositories, not an import
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -51,7 +51,7 @@ def triton_home(venv: Path = TRITON_VENV) -> Path:
 # This server's stubs embed the machine's Python, whose own numpy (2.x) they cannot read tensors with, and they
 # import a model as the package `<version>.model`, before the backend's utils. A version folder's __init__.py runs
 # first: importing the utils there (see _backends) puts .venv-triton first, and model.py stays byte for byte as written.
-PACKAGES_FIRST = "import triton_python_backend_utils  # noqa: F401  (serving/triton_server.py: .venv-triton first)\n"
+PACKAGES_FIRST = "import triton_python_backend_utils  # noqa: F401  (serving/triton/server.py: .venv-triton first)\n"
 
 
 def with_onnx_stand_ins(repository: Path, out_dir: Path) -> Path:
@@ -106,7 +106,7 @@ class TritonServer:
         utils = python / "triton_python_backend_utils.py"
         paths = [str(site_packages(self.venv)), str(ROOT)]
         utils.write_text(
-            f"import sys as _sys\n_sys.path[:0] = {paths!r}  # serving/triton_server.py\n" + utils.read_text()
+            f"import sys as _sys\n_sys.path[:0] = {paths!r}  # serving/triton/server.py\n" + utils.read_text()
         )
         return python.parent
 

@@ -2,7 +2,7 @@
 
 The Triton that runs on this machine (the server inside the `nvidia-pytriton` wheel, CPU) has only the Python
 backend, while the repository's four ONNX models are written for Triton's onnxruntime backend. For a real-Triton
-run, `serving.triton_server.with_onnx_stand_ins` copies the repository and gives each ONNX model this file as its
+run, `serving.triton.server.with_onnx_stand_ins` copies the repository and gives each ONNX model this file as its
 model.py with `backend: "python"`: same names, inputs, outputs, batching and instance groups, and the `musicgen`
 generation model (unchanged) reaches them through real BLS calls.
 """

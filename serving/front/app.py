@@ -1,6 +1,6 @@
 """The FastAPI front: REST, Server-Sent Events and WebSocket streaming, the web page, health and /metrics.
 
-    app = create_app(LocalBackend("artifacts/model"), FrontSettings(api_key="secret"))
+    app = create_app(LocalSource("artifacts/model"), FrontSettings(api_key="secret"))
     python -m serving.front --model artifacts/model [--backend onnx] [--remote URL] [--port 8000] [--api-key KEY]
 
 Endpoints (/v1/generate* and /v1/stream need the API key when one is set: `Authorization: Bearer KEY` or
@@ -13,9 +13,9 @@ or WebSocket):
 - `GET /v1/generate/stream?prompt=...&duration=...` -> text/event-stream: `event: header` {sample_rate, channels,
   format: "pcm16"}, an `event: chunk` per chunk (base64 of 16-bit little-endian PCM), then `event: stats` (seed,
   first_chunk_ms, generation_ms, real_time_factor, samples, ...) or `event: error` {status, message}.
-- `WS /v1/stream`: see serving/front_socket.py for its messages and close codes.
+- `WS /v1/stream`: see serving/front/ws.py for its messages and close codes.
 - `GET /v1/info` (no key needed): audio format, limits and defaults, for the page. `/healthz` (the process is
-  alive), `/readyz` (the backend is ready, else 503), `/metrics` (Prometheus), `/docs` (OpenAPI), `/` (the page).
+  alive), `/readyz` (the audio source is ready, else 503), `/metrics` (Prometheus), `/docs` (OpenAPI), `/` (the page).
 
 Limits: `max_concurrent_streams` generations at once and `max_queue` more waiting for a slot; beyond that a request
 is refused at once (429 with Retry-After; WebSocket close 1013). A client that goes away cancels its generation and
@@ -26,16 +26,13 @@ frees its slot at once. Validation errors are 422s naming the field.
 # settings), and FastAPI must see those classes themselves, not their names, in the routes' signatures.
 
 import asyncio
-import base64
 import json
 import logging
-import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,14 +44,18 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 
-from model.errors import ModelInputError, first_line
-from serving.admission import Admission, Lease, Overloaded
-from serving.backends import Backend, BackendError
+from model.errors import ModelInputError
 from serving.engine import EngineBusy, EngineStopped
-from serving.front_metrics import FrontMetrics, MetricsMiddleware
-from serving.front_request import request_models
-from serving.front_run import Run, pcm16, wav_bytes
-from serving.front_socket import CLOSE_ERROR, CLOSE_POLICY, CLOSE_TRY_LATER, serve_socket
+from serving.front.admission import Overloaded
+from serving.front.metrics import MetricsMiddleware
+from serving.front.run import Run
+from serving.front.state import Front, FrontSettings
+from serving.front.ws import serve_socket
+from serving.sources import AudioSource, LocalSource, RemoteSource, SourceError
+from serving.wire import pcm16_base64, sse, wav_bytes
+
+# The front's API in one import: FrontSettings and Front live in serving/front/state.py (shared with ws.py).
+__all__ = ["Front", "FrontSettings", "create_app", "main", "serve_in_thread"]
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
@@ -71,110 +72,19 @@ TIMING_HEADERS = [
 ]
 
 
-@dataclass
-class FrontSettings:
-    """The front's limits and switches; the model's own limits (e.g. its longest clip) apply too."""
-
-    max_concurrent_streams: int = 8  # generations at once: the engine's batch (compatible ones decode together)
-    max_queue: int = 16  # requests waiting for a slot; one more is refused with 429
-    retry_after_s: int = 2
-    api_key: str | None = None  # None: no authentication
-    cors_origins: list[str] = field(default_factory=list)
-    max_prompt_chars: int = 500
-    max_duration: float = 30.0
-    default_duration: float = 8.0
-    # Called off the event loop with one dict per generation (see Run.record: prompt, params, seed, timing,
-    # cancelled, audio): the monitoring store's hook. If it raises, the error is logged and serving goes on.
-    request_log: Callable[[dict[str, Any]], None] | None = None
-    title: str = "musicops"
-
-
-class Front:
-    """What every route shares: the backend, the settings, the request models, admission and metrics."""
-
-    def __init__(self, backend: Backend, settings: FrontSettings) -> None:
-        self.backend, self.settings = backend, settings
-        model_max = backend.max_duration
-        self.max_duration = settings.max_duration if model_max is None else min(settings.max_duration, model_max)
-        self.default_duration = min(settings.default_duration, self.max_duration)
-        self.request_model, self.query_model = request_models(
-            settings.max_prompt_chars, self.max_duration, self.default_duration
-        )
-        self.admission = Admission(settings.max_concurrent_streams, settings.max_queue)
-        self.metrics = FrontMetrics(self.admission)
-        self._logging: set[asyncio.Future] = set()
-
-    def key_ok(self, *candidates: str | None) -> bool:
-        if self.settings.api_key is None:
-            return True
-        expected = self.settings.api_key.encode()
-        return any(c is not None and secrets.compare_digest(c.encode(), expected) for c in candidates)
-
-    async def admit(self, run: Run) -> Lease:
-        """Wait for a slot (or raise Overloaded), then start the run's generation."""
-        lease = await self.admission.enter()
-        try:
-            run.stream = lease.stream = await self.backend.stream(run.request.prompt, run.request.params())
-        except BaseException:
-            lease.release()
-            raise
-        return lease
-
-    def finish(self, run: Run) -> None:
-        """Observe the run's metrics and hand its record to the request log without making anyone wait."""
-        if run.first_chunk_s is not None:
-            self.metrics.first_chunk.labels(run.route).observe(run.first_chunk_s)
-        if run.samples and not run.cancelled:
-            self.metrics.real_time_factor.labels(run.route).observe(run.stats()["real_time_factor"])
-        hook = self.settings.request_log
-        if hook is None or run.stream is None:
-            return
-        future = asyncio.get_running_loop().run_in_executor(None, _call_hook, hook, run.record())
-        self._logging.add(future)
-        future.add_done_callback(self._logging.discard)
-
-    async def drain_logs(self, timeout_s: float = 30.0) -> None:
-        if self._logging:
-            await asyncio.wait(set(self._logging), timeout=timeout_s)
-
-    def problem(self, error: BaseException) -> tuple[int, str, int]:
-        """(HTTP status, message, WebSocket close code) for what can go wrong once a request is valid."""
-        if isinstance(error, Overloaded | EngineBusy):
-            wait = self.settings.retry_after_s
-            return 429, f"busy: {first_line(error)}; try again in {wait} s", CLOSE_TRY_LATER
-        if isinstance(error, EngineStopped):
-            return 503, "the server is shutting down", CLOSE_TRY_LATER
-        if isinstance(error, ModelInputError):
-            return 422, first_line(error), CLOSE_POLICY
-        if isinstance(error, BackendError):
-            return 502, first_line(error), CLOSE_ERROR
-        return 500, f"generation failed: {first_line(error)}", CLOSE_ERROR
-
-
-def _call_hook(hook: Callable[[dict[str, Any]], None], record: dict[str, Any]) -> None:
-    try:
-        hook(record)
-    except Exception:  # a boundary: a broken store must not break serving
-        log.exception("the request log hook failed")
-
-
-def _sse(event: str, data: str) -> str:
-    return f"event: {event}\ndata: {data}\n\n"
-
-
-def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastAPI:
-    """The front over `backend`, which the app starts on startup and closes on shutdown."""
-    front = Front(backend, settings or FrontSettings())
+def create_app(source: AudioSource, settings: FrontSettings | None = None) -> FastAPI:
+    """The front over `source`, which the app starts on startup and closes on shutdown."""
+    front = Front(source, settings or FrontSettings())
     settings = front.settings
     RequestModel, QueryModel = front.request_model, front.query_model
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await backend.start()
+        await source.start()
         try:
             yield
         finally:
-            await backend.close()
+            await source.close()
             await front.drain_logs()
 
     app = FastAPI(
@@ -207,11 +117,11 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
         check_key(credentials.credentials if credentials else None, header_key, query_key)
 
     async def on_problem(request: Request, error: Exception) -> JSONResponse:
-        status, message, _ = front.problem(error)
+        status, message = front.problem(error)
         headers = {"Retry-After": str(settings.retry_after_s)} if status in (429, 503) else None
         return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
-    for kind in (Overloaded, EngineBusy, EngineStopped, ModelInputError, BackendError):
+    for kind in (Overloaded, EngineBusy, EngineStopped, ModelInputError, SourceError):
         app.add_exception_handler(kind, on_problem)
 
     refusals = {401: {"description": "No or a wrong API key"}, 429: {"description": "Busy; see Retry-After"}}
@@ -225,7 +135,7 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
     )
     async def generate(body: RequestModel, request: Request) -> Response:
         """Generate a clip and answer it whole, as WAV; its seed and timing are in the headers."""
-        run = Run("/v1/generate", body, backend.sample_rate)
+        run = Run("/v1/generate", body, source.sample_rate)
         lease = await front.admit(run)
         try:
             async for chunk in run.stream:
@@ -259,22 +169,22 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
     async def generate_events(query: Annotated[QueryModel, Query()]) -> StreamingResponse:
         """Stream a clip as Server-Sent Events: a header, base64 PCM16 chunks as they are made, then stats."""
         body = RequestModel.model_validate(query.model_dump(exclude={"api_key"}))
-        run = Run("/v1/generate/stream", body, backend.sample_rate)
+        run = Run("/v1/generate/stream", body, source.sample_rate)
         lease = await front.admit(run)
 
         async def events() -> AsyncIterator[str]:
             try:
-                yield _sse("header", json.dumps({"sample_rate": run.sample_rate, "channels": 1, "format": "pcm16"}))
+                yield sse(json.dumps({"sample_rate": run.sample_rate, "channels": 1, "format": "pcm16"}), "header")
                 async for chunk in run.stream:
                     run.add(chunk)
-                    yield _sse("chunk", base64.b64encode(pcm16(chunk)).decode())
-                yield _sse("stats", json.dumps(run.stats()))
+                    yield sse(pcm16_base64(chunk), "chunk")
+                yield sse(json.dumps(run.stats()), "stats")
             except (asyncio.CancelledError, GeneratorExit):  # the client went away
                 run.cancelled = True
                 raise
             except Exception as error:  # the status line is gone: the error travels as an event
-                status, message, _ = front.problem(error)
-                yield _sse("error", json.dumps({"status": status, "message": message}))
+                status, message = front.problem(error)
+                yield sse(json.dumps({"status": status, "message": message}), "error")
             finally:
                 lease.release()
                 front.finish(run)
@@ -296,7 +206,7 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
         """What the page needs: the audio format, the limits and defaults, and whether a key is needed."""
         return {
             "title": settings.title,
-            "sample_rate": backend.sample_rate,
+            "sample_rate": source.sample_rate,
             "channels": 1,
             "format": "pcm16",
             "max_duration": front.max_duration,
@@ -312,8 +222,8 @@ def create_app(backend: Backend, settings: FrontSettings | None = None) -> FastA
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
     async def readyz() -> JSONResponse:
-        """The backend takes requests."""
-        ready = await backend.ready()
+        """The audio source takes requests."""
+        ready = await source.ready()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
@@ -376,10 +286,10 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, startu
 
 
 def main() -> None:
+    """`python -m serving.front`: serve a local model (--model) or a remote V2 endpoint (--remote) on one port."""
     import typer
 
     from model.torch_threads import keep_to_one_thread
-    from serving.backends import LocalBackend, RemoteBackend
 
     def run(
         model: Annotated[str | None, typer.Option(help="Model directory or preset, served in this process.")] = None,
@@ -402,7 +312,7 @@ def main() -> None:
             raise typer.BadParameter("give --model (served here) or --remote (a V2 endpoint), not both")
         threads = keep_to_one_thread()  # before any torch work here: the engine's worker takes the cores
         source = (
-            RemoteBackend(remote, remote_model) if remote else LocalBackend(model, backend, join=join, threads=threads)
+            RemoteSource(remote, remote_model) if remote else LocalSource(model, backend, join=join, threads=threads)
         )
         request_log = None
         if log_dir:  # without a local model there is no text encoder: the log has no prompt embeddings
@@ -426,7 +336,3 @@ def main() -> None:
                 request_log.close()
 
     typer.run(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""MusicGen's generation loop as a Triton Python-backend model (decoupled); written by components/triton_repository.py.
+"""MusicGen's generation loop as a Triton Python-backend model (decoupled). A file, not a module of serving:
+components/triton_repository.py copies it into a repository as musicgen/1/model.py.
 
 A request holds PROMPT and, optionally, DURATION, GUIDANCE_SCALE, TEMPERATURE, TOP_K, TOP_P and SEED; the responses
 are AUDIO chunks (float32 mono, SAMPLE_RATE beside each) sent while tokens are produced, then an empty final one.

@@ -7,7 +7,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.admission import Admission
+from serving.front.admission import Admission
 
 
 class FrontMetrics:
