@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 # A real Triton server (the one inside nvidia-pytriton's wheel: CPU, Python backend) for
-# tests/test_triton_server.py. It needs numpy<2, so it gets its own environment with what the
+# tests/serving/test_triton_server.py. It needs numpy<2, so it gets its own environment with what the
 # repository's models import (serving/triton/server.py says how the server is started).
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.musicops-installed

@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from components.augment import augment_corpus
-from components.params import AugmentParams, DataParams
 from components.prepare import prepare
+from settings.params import AugmentParams, DataParams
 
 
 def main() -> None:

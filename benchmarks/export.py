@@ -69,7 +69,7 @@ def main() -> None:
     onnx_dir = args.onnx
     if onnx_dir is None:
         from components.export import export
-        from components.params import ExportParams
+        from settings.params import ExportParams
 
         onnx_dir = Path(tempfile.mkdtemp(prefix="musicops-bench-")) / "onnx"
         export(args.model, onnx_dir, ExportParams(int8=True))

@@ -73,10 +73,10 @@ from typing import Annotated, Any
 import onnx
 import typer
 
-from components.params import ParamsError, TritonSettings, load_section
 from model.atomic_io import atomic_directory
 from model.errors import first_line
 from model.onnx_backend import TRITON_MODEL_NAMES
+from settings.params import ParamsError, TritonSettings, load_section
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def musicgen_model_config(settings: TritonSettings) -> str:
         f"# {settings.model_name}: the MusicGen generation loop (1/model.py, Python backend), calling the ONNX models",
         "# through BLS. Written by components/triton_repository.py. Decoupled: one request, many responses",
         "# (audio chunks as they are decoded, then an empty final one). Inputs but PROMPT are optional and default",
-        "# to MusicGen's settings (model.params.GenerationParams).",
+        "# to MusicGen's settings (model.generation_params.GenerationParams).",
         f"name: {_quote(settings.model_name)}",
         'backend: "python"',
         "# One prompt a request: a stream cannot be merged with another's.",

@@ -7,7 +7,7 @@ layers (pre-norm self-attention, cross-attention to the text, GELU MLP; see tran
 once. It reads the module's parameters directly, so it always sees the current weights.
 
 The per-layer math (`embed`, `decoder_layer`, `cross_keys_values`, `lm_logits`) is written once here
-and shared with the ONNX export (`components/export.py`), whose graphs take the cache as inputs and
+and shared with the ONNX export (`components/export/`), whose graphs take the cache as inputs and
 return it as outputs instead of writing into preallocated buffers.
 `tests/model/test_decoder_step.py` checks the logits against transformers' forward.
 """

@@ -1,6 +1,6 @@
 """Generation over exported ONNX graphs: the same loop as the torch generator, other engines underneath.
 
-The export (`components/export.py`) writes Hugging Face Optimum's MusicGen layout; this module is its
+The export (`components/export/`) writes Hugging Face Optimum's MusicGen layout; this module is its
 runtime. Everything here talks to the graphs through a `GraphRunner`, a single call
 `run(graph, inputs) -> outputs` on numpy arrays, so one decoding loop (model/decoding.py, driven by
 `BaseMusicGenerator`) serves every transport: `OrtRunner` runs the graphs in-process with ONNX Runtime,
@@ -60,7 +60,7 @@ TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER = (
 )
 GRAPHS = (TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER)
 # Beyond Optimum's four: decoder_with_past over cache buffers that a run appends to in place
-# (components/shared_cache_graph.py). Optional: without it, or through a runner that cannot bind buffers,
+# (components/export/shared_cache_graph.py). Optional: without it, or through a runner that cannot bind buffers,
 # the cached steps run decoder_with_past_model.
 SHARED_CACHE_DECODER = "decoder_with_shared_cache"
 EXPORTED_GRAPHS = (*GRAPHS, SHARED_CACHE_DECODER)

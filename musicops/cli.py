@@ -216,10 +216,10 @@ def serve(
     log_dir: Annotated[Path | None, typer.Option(help="The request log. Default: params.yaml monitor.log_dir.")] = None,
 ) -> None:
     """Serve a model here: the web page and streaming API (front) and the KServe predictor, on 127.0.0.1."""
-    from components.params import ParamsError, load_section
     from model.torch_threads import keep_to_one_thread
     from monitoring.reference import DEFAULT_REFERENCE_DIR
     from serving.local import FALLBACK_PRESET, default_model, request_logger, serve_locally
+    from settings.params import ParamsError, load_section
 
     threads = keep_to_one_thread()  # before the reference build loads anything: the engine's worker takes the cores
     source = model or default_model()

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from model.continuous_batch import ContinuousBatch, join_key
+from model.generation_params import GenerationParams
 from model.generator import BaseMusicGenerator
-from model.params import GenerationParams
 
 
 class EngineBusy(RuntimeError):

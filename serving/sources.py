@@ -27,8 +27,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from model.errors import ModelInputError
-from model.generator import BaseMusicGenerator, load_generator
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
+from model.generator import BaseMusicGenerator
+from model.loader import load_generator
 from serving.engine import GenerationEngine, StreamStats
 
 SEED_LIMIT = 2**31  # a seed drawn here fits every client's integer type (JavaScript's included)

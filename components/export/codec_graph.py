@@ -61,7 +61,7 @@ def _traceable_conv1d_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def traceable_codec() -> Iterator[None]:
     """transformers' EnCodec convolutions, while exporting, as graphs that serve every length and run fast
-    in ONNX Runtime (the same arithmetic: tests/test_codec_graph.py)."""
+    in ONNX Runtime (the same arithmetic: tests/components/test_codec_graph.py)."""
     from transformers.models.encodec import modeling_encodec
 
     original = modeling_encodec.EncodecConv1d.forward

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from components.export.errors import ParityError
-from components.params import ExportParams
 from model.beat_grid import ONNX_INPUT as BEAT_GRID_INPUT
 from model.beat_grid import beat_grid_of, grid_features, grid_in_forward, prompt_tempi
 from model.build import text_projection
 from model.decoding import Conditioning
 from model.delay_pattern import build_delay_pattern
+from model.generation_params import GenerationParams
 from model.generator import MusicGenerator
 from model.onnx_backend import (
     CODEC_DECODER,
@@ -32,7 +32,7 @@ from model.onnx_backend import (
     past_names,
     present_names,
 )
-from model.params import GenerationParams
+from settings.params import ExportParams
 
 CACHED_STEPS = (DECODER_WITH_PAST, SHARED_CACHE_DECODER)  # checked after a decoder_model prefill
 GUIDANCE = 3.0  # the guided batch of the parity check: prompts, then as many unconditional rows

@@ -17,13 +17,13 @@ from components.export.graphs import graph_specs
 from components.export.int8 import write_int8
 from components.export.parity import CACHED_STEPS, PROMPTS, GraphParity, _require, check_graph, parity_inputs
 from components.export.writing import _copy_model_files, export_graph
-from components.params import ExportParams, ParamsError, load_section
 from model.atomic_io import atomic_directory
 from model.beat_grid import ONNX_INPUT as BEAT_GRID_INPUT
 from model.beat_grid import beat_grid_of
 from model.checkpoint import load_model
 from model.errors import ModelInputError
 from model.onnx_backend import CODEC_DECODER, DECODER, EXPORTED_GRAPHS, OrtRunner
+from settings.params import ExportParams, ParamsError, load_section
 
 EXPORT_FILE, INT8_DIR = "export.json", "int8"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
 
 
 class GenerateRequest(BaseModel):

@@ -1,5 +1,5 @@
 """`python -m serving.predictor --model_dir=...`: what the ServingRuntime (k8s/base/serving/servingruntime.yaml),
-components/deploy.py and serving/launch.py run."""
+components/cluster/deploy.py and serving/launch.py run."""
 
 import sys
 

@@ -28,8 +28,8 @@ from kserve.logging import logger
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from model.errors import ModelInputError, first_line
-from model.generator import load_generator, resolve_backend
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
+from model.loader import load_generator, resolve_backend
 from serving.engine import AudioStream, EngineBusy, EngineStopped, GenerationEngine
 from serving.predictor.protocol import V2_INPUTS, V2_OUTPUTS, v1_request, v2_output, v2_requests
 from serving.wire import pcm16_base64, sse, wav_base64

@@ -22,7 +22,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest
 
 from model.errors import first_line
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
 
 # V2 inputs: datatype, and the GenerationParams field each fills (PROMPT fills the prompt).
 V2_INPUTS = {

@@ -36,7 +36,7 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
 
 from model.errors import ModelInputError
-from model.generator import BACKENDS
+from model.loader import BACKENDS
 from model.torch_threads import keep_to_one_thread
 from serving.launch import READY_LINE
 from serving.predictor.musicgen import MODEL_NAME, RETRY_AFTER_S, MusicGenModel, ServiceUnavailable

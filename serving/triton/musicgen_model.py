@@ -98,7 +98,7 @@ def parse_request(tensors: Mapping[str, np.ndarray | None], max_duration: float)
         if kind is float and not math.isfinite(float(value)):
             raise RequestError(f"{name} must be a finite number, got {value}")
         values[field] = kind(value)
-    params = project_module("model.params").GenerationParams(**values)
+    params = project_module("model.generation_params").GenerationParams(**values)
     try:
         params.check(max_duration)
     except ValueError as error:  # model.errors.ModelInputError: the range that was broken

@@ -1,6 +1,6 @@
 """Export stage: Optimum's file, tensor and axis names, parity of every graph, INT8, and failures that publish nothing.
 
-The micro model is exported once per session (about 25 s with INT8); tests/test_onnx_backend.py
+The micro model is exported once per session (about 25 s with INT8); tests/model/test_onnx_backend.py
 generates from the same folder.
 """
 
@@ -16,9 +16,9 @@ import torch
 from typer.testing import CliRunner
 
 from components.export import ExportReport, ParityError, app, export, graphs
-from components.params import ExportParams, ParamsError
 from model.errors import ModelInputError
 from model.onnx_backend import EXPORTED_GRAPHS
+from settings.params import ExportParams, ParamsError
 
 pytestmark = pytest.mark.integration
 

@@ -30,10 +30,10 @@ from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
 from typer.testing import CliRunner
 
 from components import triton_repository as tr
-from components.params import ParamsError, load_section
 from components.triton_repository import TritonRepositoryError, TritonSettings, write_repository
 from serving.triton import client_runner
 from serving.triton.client_runner import TritonClientRunner
+from settings.params import ParamsError, load_section
 
 HIDDEN, VOCAB, LAYERS, HEADS, HEAD_DIM, CODEBOOKS, HOP = 8, 16, 2, 2, 4, 4, 10
 ROOT = Path(__file__).resolve().parents[1]
@@ -478,7 +478,7 @@ def test_model_py_compiles_and_imports_without_triton(repo: Path):
 
 @pytest.mark.unit
 def test_request_tensors_become_generation_params_with_defaults(repo: Path):
-    from model.params import GenerationParams
+    from model.generation_params import GenerationParams
 
     module = load_model_py(repo)
     prompt, params = module.parse_request({"PROMPT": np.array([b"lofi jazz"], dtype=object)}, 20.0)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from model import GenerationParams, ModelInputError
-from model.generator import load_generator
+from model.loader import load_generator
 from model.onnx_backend import GRAPHS, OnnxDecoder, OnnxMusicGenerator, OrtRunner
 
 pytestmark = pytest.mark.integration

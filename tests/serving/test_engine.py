@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model.errors import ModelInputError
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
 from model.row_decoder import RowDecoder
 from serving.engine import EngineBusy, GenerationEngine, batch_key
 

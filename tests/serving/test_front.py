@@ -25,8 +25,9 @@ from fastapi.testclient import TestClient
 from tritonclient.utils import deserialize_bytes_tensor, triton_to_np_dtype
 from websockets.sync.client import connect
 
-from model.generator import BaseMusicGenerator, load_generator
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
+from model.generator import BaseMusicGenerator
+from model.loader import load_generator
 from serving.front.admission import Admission, Overloaded
 from serving.front.app import FrontSettings, create_app, serve_in_thread
 from serving.sources import LocalSource, RemoteSource

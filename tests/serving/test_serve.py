@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from model.params import GenerationParams
+from model.generation_params import GenerationParams
 from monitoring.request_log import read_log
 from serving.launch import free_port, start_predictor
 from serving.sources import RemoteSource
