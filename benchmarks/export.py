@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from model import GenerationParams, MusicGenerator, OnnxMusicGenerator
+from settings import paths
 
 PROMPT = "a laid-back jazz tune at 92 BPM with saxophone, walking bass and brushed drums"
-GUIDANCE = 3.0  # every measurement runs the guided rows generation runs
+GUIDANCE = GenerationParams.guidance_scale  # every measurement runs the guided rows generation runs
 
 
 def step_latency(generator, batch: int, steps: int) -> float:
@@ -57,7 +58,7 @@ def codec_seconds(generator, batch: int, frames: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model"), help="a trained model directory")
+    parser.add_argument("--model", type=Path, default=paths.MODEL, help="a trained model directory")
     parser.add_argument("--onnx", type=Path, default=None, help="its export (with int8/); default: export now")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of audio per request")
     parser.add_argument("--batch", type=int, action="append", help="batch sizes (repeatable); default 1 and 8")
@@ -78,12 +79,12 @@ def main() -> None:
         "onnxruntime fp32": OnnxMusicGenerator.load(onnx_dir),
         "onnxruntime int8": OnnxMusicGenerator.load(onnx_dir / "int8"),
     }
-    params = GenerationParams(duration=args.duration, guidance_scale=GUIDANCE, top_k=250, seed=0)
+    params = GenerationParams(duration=args.duration, seed=0)  # MusicGen's sampling defaults
     for generator in backends.values():  # warm-up: first calls allocate and load kernels
         generator.generate([PROMPT], GenerationParams(duration=0.5, seed=0))
 
     print(
-        f"model {args.model}, {args.duration:g} s per request, guidance {GUIDANCE:g}, top-k 250, "
+        f"model {args.model}, {args.duration:g} s per request, guidance {GUIDANCE:g}, top-k {params.top_k}, "
         f"{torch.get_num_threads()} torch threads, median of {args.repeats}\n"
     )
     print(

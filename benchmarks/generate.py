@@ -41,7 +41,7 @@ def main() -> None:
     generator = MusicGenerator.load(args.preset)
     generator_bf16 = MusicGenerator.load(args.preset, dtype=torch.bfloat16)  # same seeded weights
     model, tokenizer = generator.model, generator.processor.tokenizer
-    params = GenerationParams(duration=args.duration, guidance_scale=3.0, top_k=250, seed=0)
+    params = GenerationParams(duration=args.duration, seed=0)  # MusicGen's sampling defaults, as transformers' below
     frames = generator.frames_for(args.duration)
     steps = frames + generator.num_codebooks - 1  # decoding steps under the delay pattern
     prompt = "a laid-back jazz tune at 92 BPM with saxophone, walking bass and brushed drums"
@@ -55,11 +55,18 @@ def main() -> None:
     def plain(batch: int) -> None:
         inputs = tokenizer([prompt] * batch, padding=True, return_tensors="pt", return_token_type_ids=False)
         with torch.inference_mode():
-            model.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=steps)
+            model.generate(
+                **inputs,
+                do_sample=True,
+                top_k=params.top_k,
+                guidance_scale=params.guidance_scale,
+                max_new_tokens=steps,
+            )
 
     ours(1), ours_bf16(1), plain(1)  # warm-up: first calls allocate and load kernels
     print(
-        f"preset {args.preset}, {args.duration:g} s per request, guidance 3, top-k 250, "
+        f"preset {args.preset}, {args.duration:g} s per request, guidance {params.guidance_scale:g}, "
+        f"top-k {params.top_k}, "
         f"{torch.get_num_threads()} torch threads, median of {args.repeats}\n"
     )
     print("| batch | implementation | wall s | RTF per stream | RTF batch | steps/s | speed-up |")

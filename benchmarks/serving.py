@@ -29,6 +29,8 @@ import time
 import httpx
 import websockets
 
+from settings import paths
+
 PROMPT = "a laid-back jazz tune at 92 BPM with saxophone, walking bass and brushed drums"
 
 
@@ -121,7 +123,7 @@ async def short_requests(base: str, requests: int, clients: int, duration: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="artifacts/model", help="a model directory, export or preset name")
+    parser.add_argument("--model", default=str(paths.MODEL), help="a model directory, export or preset name")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     parser.add_argument("--concurrency", type=int, action="append", help="streams at once (repeatable); 1 4 8")
     parser.add_argument("--rounds", type=int, default=3, help="repeats of each concurrency")

@@ -76,6 +76,7 @@ import typer
 from model.atomic_io import atomic_directory
 from model.errors import first_line
 from model.onnx_backend import TRITON_MODEL_NAMES
+from settings import paths
 from settings.params import ParamsError, TritonSettings, load_section
 
 log = logging.getLogger(__name__)
@@ -439,12 +440,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    onnx_dir: Annotated[Path, typer.Option("--onnx", help="The ONNX export (Optimum's MusicGen file names).")] = Path(
-        "artifacts/onnx"
-    ),
-    out: Annotated[Path, typer.Option(help="The Triton model repository to write (replaced whole).")] = Path(
-        "artifacts/triton"
-    ),
+    onnx_dir: Annotated[
+        Path, typer.Option("--onnx", help="The ONNX export (Optimum's MusicGen file names).")
+    ] = paths.ONNX,
+    out: Annotated[Path, typer.Option(help="The Triton model repository to write (replaced whole).")] = paths.TRITON,
     params: Annotated[Path | None, typer.Option(help="params.yaml: reads its triton section.")] = None,
 ) -> None:
     """Write a Triton model repository (four ONNX models and the streaming musicgen model) for an ONNX export."""

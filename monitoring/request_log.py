@@ -66,7 +66,7 @@ def arrow_schema() -> pa.Schema:
 
 
 def request_columns(record: dict[str, Any]) -> dict[str, Any]:
-    """The request columns of one front record (serving/front_run.Run.record's dict); missing parts are null."""
+    """The request columns of one front record (serving/front/run.Run.record's dict); missing parts are null."""
     params = record.get("params") or {}
     timing = record.get("timing") or {}
 
@@ -159,7 +159,7 @@ class RequestLogger:
     # -- the hook --------------------------------------------------------------------------------------------------
 
     def __call__(self, record: dict[str, Any]) -> None:
-        """Queue one front record (see serving/front_run.Run.record); returns at once, whatever happens."""
+        """Queue one front record (see serving/front/run.Run.record); returns at once, whatever happens."""
         if self._closed:
             self._drop("the request log is closed")
             return

@@ -2,7 +2,7 @@
 rows (real audio, real timing) rather than hand-made ones.
 
     logger = RequestLogger.from_reference("artifacts/monitoring/requests", "artifacts/monitoring/reference", model)
-    with serve_in_thread(create_app(LocalBackend(model), FrontSettings(request_log=logger))) as url:
+    with serve_in_thread(create_app(LocalSource(model), FrontSettings(request_log=logger))) as url:
         drive_front(url, ["calm piano in D minor", "fast techno at 140 BPM"], count=20, duration=2.0)
     logger.close()
 

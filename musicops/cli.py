@@ -217,9 +217,8 @@ def serve(
 ) -> None:
     """Serve a model here: the web page and streaming API (front) and the KServe predictor, on 127.0.0.1."""
     from model.torch_threads import keep_to_one_thread
-    from monitoring.reference import DEFAULT_REFERENCE_DIR
     from serving.local import FALLBACK_PRESET, default_model, request_logger, serve_locally
-    from settings.params import ParamsError, load_section
+    from settings.params import MonitorParams, ParamsError, load_section
 
     threads = keep_to_one_thread()  # before the reference build loads anything: the engine's worker takes the cores
     source = model or default_model()
@@ -230,12 +229,11 @@ def serve(
             fg=typer.colors.YELLOW,
         )
     try:
-        settings = load_section("params.yaml", "monitor") if paths.PARAMS.is_file() else None
+        settings = load_section(paths.PARAMS, "monitor") if paths.PARAMS.is_file() else MonitorParams()
         logger = None
         if log:
-            log_dir = log_dir or Path(settings.log_dir if settings else "artifacts/monitoring/requests")
-            evaluation = Path(settings.reference if settings else "artifacts/evaluation")
-            logger = request_logger(source, log_dir, evaluation, DEFAULT_REFERENCE_DIR, typer.echo)
+            log_dir = log_dir or Path(settings.log_dir)
+            logger = request_logger(source, log_dir, Path(settings.reference), paths.MONITOR_REFERENCE, typer.echo)
         ports = (predictor_port, grpc_port) if predictor else None
         serve_locally(source, backend, port, ports, api_key, typer.echo, request_log=logger, threads=threads)
     except (OSError, RuntimeError, TimeoutError, ParamsError) as error:

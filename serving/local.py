@@ -13,8 +13,10 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from settings import paths
+
 # What `musicops serve` serves when no model is named: the model the gate promoted, else the last trained one.
-DEFAULT_MODELS = (Path("artifacts/promoted/model"), Path("artifacts/model"))
+DEFAULT_MODELS = (paths.PROMOTED / "model", paths.MODEL)  # the promoted model first, else the last trained
 FALLBACK_PRESET = "tiny"
 
 

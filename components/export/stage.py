@@ -23,6 +23,7 @@ from model.beat_grid import beat_grid_of
 from model.checkpoint import load_model
 from model.errors import ModelInputError
 from model.onnx_backend import CODEC_DECODER, DECODER, EXPORTED_GRAPHS, OrtRunner
+from settings import paths
 from settings.params import ExportParams, ParamsError, load_section
 
 EXPORT_FILE, INT8_DIR = "export.json", "int8"
@@ -128,11 +129,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params.yaml: reads its export section.")] = Path("params.yaml"),
-    model: Annotated[Path, typer.Option(help="The model directory (train's output).")] = Path("artifacts/model"),
-    out: Annotated[Path, typer.Option(help="Output folder: ONNX graphs, config, tokenizer, export.json.")] = Path(
-        "artifacts/onnx"
-    ),
+    params: Annotated[Path, typer.Option(help="params.yaml: reads its export section.")] = paths.PARAMS,
+    model: Annotated[Path, typer.Option(help="The model directory (train's output).")] = paths.MODEL,
+    out: Annotated[Path, typer.Option(help="Output folder: ONNX graphs, config, tokenizer, export.json.")] = paths.ONNX,
 ) -> None:
     """Export the model to ONNX in Optimum's MusicGen layout, each graph checked against torch."""
     try:

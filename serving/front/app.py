@@ -300,8 +300,8 @@ def main() -> None:
         port: Annotated[int, typer.Option(help="0 picks a free port.")] = 8000,
         api_key: Annotated[str | None, typer.Option(envvar="MUSICOPS_API_KEY", help="Require this key.")] = None,
         cors_origin: Annotated[list[str] | None, typer.Option(help="An origin allowed to call; repeatable.")] = None,
-        max_concurrent_streams: Annotated[int, typer.Option()] = 8,
-        max_queue: Annotated[int, typer.Option()] = 16,
+        max_concurrent_streams: Annotated[int, typer.Option()] = FrontSettings.max_concurrent_streams,
+        max_queue: Annotated[int, typer.Option()] = FrontSettings.max_queue,
         log_dir: Annotated[str | None, typer.Option(help="Log every request here for monitoring.")] = None,
         join: Annotated[
             bool, typer.Option(help="Let requests join a batch that is already decoding (torch backend).")

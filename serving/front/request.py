@@ -15,10 +15,16 @@ class GenerateRequest(BaseModel):
 
     prompt: str = Field("", description="What the music should be; empty for unconditional generation.")
     duration: float = Field(8.0, gt=0, description="Seconds of audio.")
-    guidance: float = Field(3.0, ge=1.0, le=20.0, description="Classifier-free guidance scale; 1 turns it off.")
-    temperature: float = Field(1.0, ge=0.0, le=10.0, description="Sampling temperature; 0 is greedy.")
-    top_k: int = Field(250, ge=0, le=100_000, description="Sample among the k likeliest codes; 0 turns it off.")
-    top_p: float = Field(0.0, ge=0.0, le=1.0, description="Nucleus sampling mass; 0 turns it off.")
+    guidance: float = Field(
+        GenerationParams.guidance_scale, ge=1.0, le=20.0, description="Classifier-free guidance scale; 1 turns it off."
+    )
+    temperature: float = Field(
+        GenerationParams.temperature, ge=0.0, le=10.0, description="Sampling temperature; 0 is greedy."
+    )
+    top_k: int = Field(
+        GenerationParams.top_k, ge=0, le=100_000, description="Sample among the k likeliest codes; 0 turns it off."
+    )
+    top_p: float = Field(GenerationParams.top_p, ge=0.0, le=1.0, description="Nucleus sampling mass; 0 turns it off.")
     seed: int | None = Field(None, ge=0, lt=2**63, description="Fixes the result; leave it out to draw one.")
 
     def params(self) -> GenerationParams:
