@@ -25,23 +25,12 @@ from model.presets import DecoderPreset
 from settings.params import TrainParams
 from tests.conftest import MICRO
 from tests.support import REPO
-from tests.support.micro_pipeline import micro_tokens
+from tests.support.micro_pipeline import MICRO_TRAIN, micro_tokens
 
 pytestmark = pytest.mark.integration
 
 # dropout 0: DDP processes draw dropout masks from their own RNG streams, one process from one; with it
 # off, two processes and one differ only by the order gradients are summed in.
-MICRO_TRAIN = dict(
-    steps=8,
-    batch_size=4,
-    segment_seconds=1.0,
-    eval_every=4,
-    checkpoint_every=2,
-    warmup_steps=2,
-    learning_rate=3e-3,
-    dropout=0.0,
-    valid_batches=2,
-)
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,9 @@ from model.errors import ModelInputError
 from model.generation_params import GenerationParams
 from model.onnx_backend import OnnxMusicGenerator, OrtRunner
 from settings.params import TrainParams
-from tests.components.test_train import MICRO_TRAIN
 from tests.conftest import MICRO, save_with_grid
-from tests.model.test_onnx_backend import RecordingRunner
-from tests.support.micro_pipeline import micro_tokens
+from tests.support.micro_pipeline import MICRO_TRAIN, micro_tokens
+from tests.support.recording_runner import RecordingRunner
 
 TEMPO_PROMPT = "upbeat rock at 120 BPM with drums"
 

@@ -19,6 +19,7 @@ import torch
 from model import GenerationParams, ModelInputError
 from model.loader import load_generator
 from model.onnx_backend import GRAPHS, OnnxDecoder, OnnxMusicGenerator, OrtRunner
+from tests.support.recording_runner import RecordingRunner
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +34,6 @@ def folder(micro_export):
 @pytest.fixture(scope="module")
 def onnx_gen(folder) -> OnnxMusicGenerator:
     return OnnxMusicGenerator.load(folder, threads=1)
-
-
-class RecordingRunner:
-    """A GraphRunner over another one that remembers which graphs were called (as a Triton runner would be)."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-
-    def run(self, graph, inputs):
-        self.calls.append(graph)
-        return self.inner.run(graph, inputs)
 
 
 @pytest.mark.parametrize(

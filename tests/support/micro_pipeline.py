@@ -15,6 +15,18 @@ from model.build import codec_config
 from settings.params import DataParams, TokenizeParams
 from tests.conftest import MICRO
 
+# train: sections for a seconds-long run of the micro preset
+MICRO_TRAIN = dict(
+    steps=8,
+    batch_size=4,
+    segment_seconds=1.0,
+    eval_every=4,
+    checkpoint_every=2,
+    warmup_steps=2,
+    learning_rate=3e-3,
+    dropout=0.0,
+    valid_batches=2,
+)
 MICRO_DATA = DataParams(count=20, clip_seconds=2.0, seed=3)
 # params.yaml sections changed for a whole pipeline run (dvc repro, kfp.local) in about a minute.
 MICRO_PARAMS = {

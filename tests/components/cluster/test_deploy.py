@@ -4,7 +4,7 @@ create-or-replace and readiness against a scripted stand-in for the Kubernetes A
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 import urllib3
@@ -21,35 +21,13 @@ from components.cluster.deploy import (
 )
 from components.cluster.kube import GPU, ClusterUnreachable, custom_objects_api
 from tests.support.crds import needs_crds, validate_against_crd
+from tests.support.fake_kube import FakeApi
 
 pytestmark = pytest.mark.unit
 
 ISVC_CRD = "kserve-serving.kserve.io_inferenceservices.yaml"
 RUNTIME_CRD = "kserve-serving.kserve.io_servingruntimes.yaml"
 URI = "s3://mlpipeline/v2/artifacts/retrain/run-1/export/onnx"
-
-
-class FakeApi:
-    """get/create/replace_namespaced_custom_object recording calls; `get` answers from a script in turn (the last
-    answer repeats), an exception in the script is raised."""
-
-    def __init__(self, *answers: Any):
-        self.answers, self.calls = list(answers), []
-
-    def get_namespaced_custom_object(self, **where: Any) -> Any:
-        self.calls.append(("get", where))
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def create_namespaced_custom_object(self, **where: Any) -> dict:
-        self.calls.append(("create", where))
-        return where["body"]
-
-    def replace_namespaced_custom_object(self, **where: Any) -> dict:
-        self.calls.append(("replace", where))
-        return where["body"]
 
 
 def isvc_status(*conditions: tuple[str, str, str, str], generation: int = 1, observed: int = 1) -> dict:

@@ -18,8 +18,8 @@ from components.cluster.training_job import (
     train_args,
     trainjob,
 )
-from tests.components.cluster.test_deploy import FakeApi
 from tests.support.crds import needs_crds, validate_against_crd
+from tests.support.fake_kube import FakeApi
 
 pytestmark = pytest.mark.unit
 
