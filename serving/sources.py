@@ -82,31 +82,18 @@ class LocalSource:
         model: str | Path | BaseMusicGenerator,
         backend: str = "auto",
         *,
-        max_batch: int = 8,
-        max_queue: int = 32,
-        batch_window_s: float = 0.02,
-        chunk_frames: int = 25,  # 0.5 s: each chunk re-decodes the codec's left context; small chunks cost speed
-        first_chunk_frames: int = 4,
-        join: bool = True,
-        threads: int | None = None,
-        **load_options: Any,
+        load_options: dict[str, Any] | None = None,
+        **engine_options: Any,
     ) -> None:
-        """`model` is a model directory or preset name loaded with `load_generator(model, backend)`, or an
-        already loaded generator (tests share one between apps). `join`: requests may join a running batch
-        (the torch backend; see serving/engine.py). `threads`: the engine worker's torch threads (see
-        model/torch_threads.py)."""
-        generator = model if isinstance(model, BaseMusicGenerator) else load_generator(model, backend, **load_options)
-        self.generator = generator
-        self.engine = GenerationEngine(
-            generator,
-            max_batch=max_batch,
-            max_queue=max_queue,
-            batch_window_s=batch_window_s,
-            chunk_frames=chunk_frames,
-            first_chunk_frames=first_chunk_frames,
-            join=join,
-            threads=threads,
+        """`model` is a model directory or preset name loaded with `load_generator(model, backend, **load_options)`,
+        or an already loaded generator (tests share one between apps). `engine_options` go to GenerationEngine
+        (serving/engine.py has their defaults): e.g. `join` (requests may join a running batch) and `threads`
+        (the engine worker's torch threads, see model/torch_threads.py)."""
+        generator = (
+            model if isinstance(model, BaseMusicGenerator) else load_generator(model, backend, **(load_options or {}))
         )
+        self.generator = generator
+        self.engine = GenerationEngine(generator, **engine_options)
         self._started = False
 
     @property
