@@ -99,8 +99,13 @@ def test_saved_codec_encodes_and_decodes_exactly_as_trained(corpus: Path, tmp_pa
     assert torch.equal(encoded.audio_codes[0], codes)
     # Same weights, same arithmetic: the decoded audio agrees to float32 rounding (1e-6 of full scale).
     torch.testing.assert_close(redecoded, decoded, rtol=0, atol=1e-6)
-    # Learned codebooks, not transformers' zeros: every codebook uses several codes.
-    assert all(len(codes[:, book].unique()) > 1 for book in range(codes.shape[1]))
+    # Learned codebooks, not transformers' zeros (with which every frame encodes to code 0): every saved codebook
+    # holds distinct vectors, and the codes vary. Which codebooks vary after 8 steps depends on the CPU's float
+    # rounding (on an AVX2-only EPYC the first two still use one code each), so no codebook is singled out.
+    for layer in saved.quantizer.layers:
+        vectors = layer.codebook.embed
+        assert vectors.abs().sum() > 0 and len(vectors.unique(dim=0)) > 1
+    assert len(codes.unique()) > 1
 
 
 def test_frame_template_share_tells_a_repeated_frame_from_audio_that_follows_the_codes() -> None:
