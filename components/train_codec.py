@@ -1,7 +1,7 @@
 """Stage `train_codec`: train the preset's EnCodec audio tokenizer on the corpus, or copy a pretrained one through.
 
     python -m components.train_codec --params params.yaml --corpus artifacts/data/corpus \
-        --corpus artifacts/data/augmented --out artifacts/codec
+        --corpus artifacts/data/augmented --out artifacts/codec [--no-resume]
 
 Training runs the SEANet encoder and decoder of transformers' `EncodecModel` around vector-quantize-pytorch's
 `ResidualVQ` (components/codec/model.py) on random `codec.segment_seconds` crops of every corpus folder's
@@ -17,6 +17,11 @@ carries no pitch, and no language model over its tokens can follow a key. Measur
 batch 8): after 1000 / 2000 steps the template was 88% / 89% of the output with the spectral losses, 68% /
 50% with the spectrum loss added, 14% / 2% with the discriminator as well.
 
+A killed run resumes: every `codec.checkpoint_every` steps the whole training state (weights, codebooks and
+their EMA buffers, optimizers, random streams, crop sampler, loss history, baselines) is written atomically
+beside the output (components/codec/checkpoint.py), and a rerun with the same parameters and data continues
+from it, k-means not redone, to the same weights as a run that never stopped; `--no-resume` starts over.
+
 The output folder appears whole or not at all: an `EncodecModel` (config.json, model.safetensors) with its
 trained codebooks, an `EncodecFeatureExtractor` (preprocessor_config.json) and metrics.json. The metrics
 (SI-SNR, SNR, log-mel distance; components/codec/metrics.py) are measured through the saved model on the
@@ -31,10 +36,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,16 +47,14 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import typer
-from torch import Tensor
-from tqdm import tqdm
 from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel
 
 from components.codec import CodecError
+from components.codec.checkpoint import LAST, CodecCheckpoints, restore_rng, resume_key, rng_states
 from components.codec.data import CropSampler, training_files, validation_audio
-from components.codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
-from components.codec.losses import MultiScaleMelLoss, SpectrumLoss, waveform_l1
 from components.codec.metrics import Scorer
 from components.codec.model import TrainableCodec
+from components.codec.training import CodecTrainer, train
 from components.corpus.manifest import ManifestError
 from model.atomic_io import atomic_directory
 from model.build import codec_config
@@ -60,12 +63,6 @@ from settings import paths
 from settings.params import CodecParams, DataParams, ParamsError, load_section
 
 METRICS_FILE = "metrics.json"
-# Generator loss weights. "disc" (the discriminator's own loss) is logged but not part of the generator's.
-# The commitment loss is weak on purpose: at EnCodec's weight of 1 it dominated the first steps, while the
-# decoder cannot yet use what the encoder says, and pulled every frame onto one code (measured, tiny preset).
-LOSS_WEIGHTS = {"l1": 1.0, "mel": 1.0, "spectrum": 1.0, "commit": 0.05, "adv": 1.0, "feat": 2.0}
-BETAS = (0.5, 0.9)  # EnCodec's: a short-memory Adam suits the moving adversarial target
-GRAD_CLIP = 10.0
 # k-means wants several vectors per code, far more than one batch has: initialise on this many frames per code.
 KMEANS_FRAMES_PER_CODE = 4
 # A code is dead (and replaced by a recent encoder output) when its EMA usage falls below this share of an even
@@ -73,6 +70,8 @@ KMEANS_FRAMES_PER_CODE = 4
 # replace almost every code at every step.
 DEAD_CODE_SHARE = 0.5
 FINAL_LOSS_STEPS = 50  # final_losses averages the last this many steps: one step's losses are noise
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,62 +81,6 @@ class CodecReport:
     history: list[dict[str, float]] = field(default_factory=list)  # each training step's losses
 
 
-class _Adversary:
-    """The discriminator and its optimizer: each call takes a discriminator step, then returns the
-    generator's adversarial and feature-matching losses on the same audio."""
-
-    def __init__(self, learning_rate: float) -> None:
-        self.discriminator = MultiScaleSTFTDiscriminator()
-        self.optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=learning_rate, betas=BETAS)
-
-    def __call__(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        loss = discriminator_loss(self.discriminator(real), self.discriminator(fake.detach()))
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        with torch.no_grad():  # feature matching treats the real audio's features as fixed targets
-            real_outputs = self.discriminator(real)
-        adversarial, matching = generator_losses(real_outputs, self.discriminator(fake))
-        return {"disc": loss.detach(), "adv": adversarial, "feat": matching}
-
-
-def fit(
-    codec: TrainableCodec,
-    batches: Iterator[Tensor],
-    params: CodecParams,
-    sample_rate: int,
-    show_progress: bool = True,
-) -> list[dict[str, float]]:
-    """Train `codec` for `params.steps` steps on `batches` ([batch, 1, samples]); returns each step's losses."""
-    mel_loss, spectrum_loss = MultiScaleMelLoss(sample_rate), SpectrumLoss(sample_rate)
-    optimizer = torch.optim.AdamW(codec.parameters(), lr=params.learning_rate, betas=BETAS)
-    adversary = None
-    codec.train()
-    history = []
-    for step in (bar := tqdm(range(params.steps), desc="codec", unit="step", disable=not show_progress)):
-        audio = next(batches)
-        output = codec(audio)
-        losses = {
-            "l1": waveform_l1(output.audio, audio),
-            "mel": mel_loss(output.audio, audio),
-            "spectrum": spectrum_loss(output.audio, audio),
-        }
-        losses["commit"] = output.commitment
-        if params.adversarial and step >= params.adversarial_start:
-            # Built when its phase starts (its random init included), so the steps before it are exactly
-            # those of a run without one.
-            adversary = adversary or _Adversary(params.learning_rate)
-            losses.update(adversary(audio, output.audio))
-        total = sum(LOSS_WEIGHTS[name] * value for name, value in losses.items() if name in LOSS_WEIGHTS)
-        optimizer.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), GRAD_CLIP)
-        optimizer.step()
-        history.append({name: float(value.detach()) for name, value in {**losses, "total": total}.items()})
-        bar.set_postfix({name: f"{value:.3f}" for name, value in history[-1].items()}, refresh=False)
-    return history
-
-
 def _preset(params: CodecParams, preset: Preset | None) -> Preset:
     try:
         return preset or get_preset(params.preset)
@@ -145,13 +88,19 @@ def _preset(params: CodecParams, preset: Preset | None) -> Preset:
         raise ParamsError(f"codec.preset: {error}") from None
 
 
+def _new_codec(config: EncodecConfig, params: CodecParams, segment: int) -> TrainableCodec:
+    """A codec with random networks and codebooks still waiting for their k-means."""
+    frames_per_crop = math.ceil(segment / config.hop_length)
+    threshold = DEAD_CODE_SHARE * params.batch_size * frames_per_crop / config.codebook_size
+    return TrainableCodec(config, dead_code_threshold=threshold)
+
+
 def _initial_codec(
     config: EncodecConfig, sampler: CropSampler, params: CodecParams, segment: int
 ) -> tuple[TrainableCodec, float]:
     """A codec with random networks and k-means codebooks, and the seconds the k-means took."""
+    codec = _new_codec(config, params, segment)
     frames_per_crop = math.ceil(segment / config.hop_length)
-    threshold = DEAD_CODE_SHARE * params.batch_size * frames_per_crop / config.codebook_size
-    codec = TrainableCodec(config, dead_code_threshold=threshold)
     crops = max(params.batch_size, math.ceil(KMEANS_FRAMES_PER_CODE * config.codebook_size / frames_per_crop))
     start = time.perf_counter()
     codec.init_codebooks(
@@ -227,6 +176,12 @@ def _save_and_measure(model: EncodecModel, staging: Path, scorer: Scorer, facts:
     return metrics
 
 
+def _facts(scorer: Scorer, codec: TrainableCodec, config: EncodecConfig) -> dict[str, Any]:
+    """Baselines and the codec's shape: measured before the first step, kept in checkpoints."""
+    baselines = {"silence": scorer.silence(), "untrained": scorer.codec(copy.deepcopy(codec).to_encodec())}
+    return {"baselines": baselines, "valid_clips": len(scorer.clips), **_describe(config)}
+
+
 def train_codec(
     corpus_dirs: list[Path],
     out_dir: Path,
@@ -234,9 +189,13 @@ def train_codec(
     params: CodecParams,
     preset: Preset | None = None,
     show_progress: bool = True,
+    resume: bool = True,
 ) -> CodecReport:
     """Train the codec of `preset` (default: `params.preset`'s) on the corpora's train clips, or copy
-    `params.pretrained` through, and write it with its metrics to `out_dir`, all at once or not at all."""
+    `params.pretrained` through, and write it with its metrics to `out_dir`, all at once or not at all.
+
+    Training checkpoints every `params.checkpoint_every` steps (components/codec/checkpoint.py); with `resume`
+    a checkpoint of exactly these parameters and data is continued, to the same weights as an unbroken run."""
     params.check()
     corpus_dirs, out_dir = [Path(folder) for folder in corpus_dirs], Path(out_dir)
     if not corpus_dirs:
@@ -255,25 +214,56 @@ def train_codec(
             )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
-        codec, kmeans_seconds = _initial_codec(config, sampler, params, segment)
-        baselines = {"silence": scorer.silence(), "untrained": scorer.codec(copy.deepcopy(codec).to_encodec())}
-        facts = {"baselines": baselines, "valid_clips": len(scorer.clips), **_describe(config)}
         if params.pretrained is not None:
-            return _copy_pretrained(Path(params.pretrained), out_dir, scorer, facts)
+            codec, _ = _initial_codec(config, sampler, params, segment)
+            return _copy_pretrained(Path(params.pretrained), out_dir, scorer, _facts(scorer, codec, config))
+        checkpoints = CodecCheckpoints(out_dir, resume_key(corpus_dirs, sampler.files, data, params, config))
+        checkpoints.drop_stale()
+        saved = checkpoints.load() if resume else None
+        if saved is None:
+            checkpoints.remove()  # --no-resume: this run's checkpoints replace the old ones
+            codec, kmeans_seconds = _initial_codec(config, sampler, params, segment)
+            facts, trained_seconds = _facts(scorer, codec, config), 0.0
+            trainer = CodecTrainer(codec, params, data.sample_rate)
+        else:
+            # The k-means is not redone: the codebooks, and the flag saying they are initialised, are restored.
+            trainer = CodecTrainer(_new_codec(config, params, segment), params, data.sample_rate)
+            trainer.restore(saved["trainer"])
+            restore_rng(saved["rng"], sampler.rng)  # last: building the discriminator above drew from torch's
+            facts, kmeans_seconds, trained_seconds = saved["facts"], saved["kmeans_seconds"], saved["train_seconds"]
+            log.info(
+                "resuming the codec from step %d of %d (checkpoint %s; --no-resume starts over)",
+                trainer.step,
+                params.steps,
+                checkpoints.folder / LAST,
+            )
         start = time.perf_counter()
-        history = fit(codec, sampler.batches(params.batch_size), params, data.sample_rate, show_progress)
-        seconds = time.perf_counter() - start
-    facts |= {
+
+        def checkpoint() -> None:
+            seconds = trained_seconds + time.perf_counter() - start
+            state = {
+                "trainer": trainer.state(),
+                "rng": rng_states(sampler.rng),
+                "facts": facts,
+                "kmeans_seconds": kmeans_seconds,
+                "train_seconds": seconds,
+            }
+            checkpoints.save(state, {"step": trainer.step, "steps": params.steps, "train_seconds": seconds})
+
+        train(trainer, sampler.batches(params.batch_size), show_progress, checkpoint)
+        seconds = trained_seconds + time.perf_counter() - start
+    facts = facts | {
         "pretrained": None,
         "steps": params.steps,
-        "train_seconds": round(seconds, 2),
+        "train_seconds": round(seconds, 2),  # the steps kept: those a killed run lost since its checkpoint not
         "seconds_per_step": round(seconds / params.steps, 4),
         "kmeans_init_seconds": round(kmeans_seconds, 2),
-        "final_losses": _final_losses(history),
+        "final_losses": _final_losses(trainer.history),
     }
     with atomic_directory(out_dir) as staging:
-        metrics = _save_and_measure(codec.to_encodec(), staging, scorer, facts)
-    return CodecReport(out_dir, metrics, history)
+        metrics = _save_and_measure(trainer.codec.to_encodec(), staging, scorer, facts)
+    checkpoints.remove()  # published: nothing left to resume
+    return CodecReport(out_dir, metrics, trainer.history)
 
 
 def _copy_pretrained(source: Path, out_dir: Path, scorer: Scorer, facts: dict[str, Any]) -> CodecReport:
@@ -321,12 +311,22 @@ def main(
     out: Annotated[
         Path, typer.Option(help="Folder for the codec and metrics.json (replaced whole when done).")
     ] = paths.CODEC,
+    no_resume: Annotated[
+        bool,
+        typer.Option(
+            "--no-resume",
+            help="Start over, even where a killed run with the same parameters and data left a checkpoint "
+            "(beside --out) that the stage would otherwise continue from.",
+        ),
+    ] = False,
 ) -> None:
     """Train the preset's EnCodec audio tokenizer on the corpus (or copy codec.pretrained through) and
     measure it on held-out clips: SI-SNR and log-mel distance, beside silence and the untrained codec."""
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
+    log.setLevel(logging.INFO)  # this stage's own lines (a resume), not every library's
     try:
         data, codec = load_section(params, "data"), load_section(params, "codec")
-        report = train_codec(corpus or [paths.CORPUS], out, data, codec)
+        report = train_codec(corpus or [paths.CORPUS], out, data, codec, resume=not no_resume)
     except (ParamsError, ManifestError, CodecError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None

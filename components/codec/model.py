@@ -20,7 +20,7 @@ from vector_quantize_pytorch import ResidualVQ
 
 # Measured on the tiny preset's first 100 steps (batch 8 x 1 s): with EnCodec's 0.99, codebooks lag the moving
 # encoder, and the first one collapsed onto one or two codes within 25 steps; at 0.9 (with a weak commitment
-# loss, see train_codec.LOSS_WEIGHTS) 40 to 100 codes per codebook stayed in use over 200 frames.
+# loss, see components/codec/training.LOSS_WEIGHTS) 40 to 100 codes per codebook stayed in use over 200 frames.
 EMA_DECAY = 0.9
 
 

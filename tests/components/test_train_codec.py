@@ -1,15 +1,22 @@
 """The codec stage on a small synthetic corpus (harmonic tones with clicks) and a micro codec of the tiny
 preset's layout: the trained quantizer converts exactly into transformers' EncodecModel, runs are
 deterministic, the codec learns, the adversarial phase switches on, a pretrained codec is copied through,
-bad inputs are named and the output folder appears whole or not at all."""
+bad inputs are named, the output folder appears whole or not at all, and a killed run resumes from its
+checkpoint to the same weights (a SIGKILL through the CLI in subprocesses)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
+from subprocess import PIPE, STDOUT
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,6 +24,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from safetensors.torch import load_file
 from transformers import EncodecFeatureExtractor, EncodecModel
 from typer.testing import CliRunner
 
@@ -25,17 +33,20 @@ from components.codec.data import CropSampler, training_files
 from components.codec.losses import SpectrumLoss
 from components.codec.metrics import frame_template_share
 from components.codec.model import TrainableCodec
+from components.codec.training import CodecTrainer, fit
 from components.corpus.manifest import Clip, write_manifest
 from model import presets
 from model.build import codec_config
-from settings.params import CodecParams, DataParams
+from settings.params import CodecParams, DataParams, load_section
+from tests.support import REPO
+from tests.support.micro_codec import MICRO_CODEC
 
 pytestmark = pytest.mark.integration
 
 SR = 32_000
 SECONDS = 1.5
 _TINY = presets.get_preset("tiny")
-MICRO = replace(_TINY, name="micro", codec=replace(_TINY.codec, num_filters=4, hidden_size=16, codebook_size=32))
+MICRO = MICRO_CODEC
 DATA = DataParams(sample_rate=SR)
 # Without the discriminator (the default has one from step 0): test_adversarial_phase_joins_at_its_step adds it.
 PARAMS = CodecParams(steps=8, batch_size=4, segment_seconds=0.5, learning_rate=1e-3, valid_clips=2, adversarial=False)
@@ -84,7 +95,7 @@ def test_saved_codec_encodes_and_decodes_exactly_as_trained(corpus: Path, tmp_pa
     sampler = CropSampler(training_files([corpus], SR), samples=SR // 2, seed=0)
     codec = TrainableCodec(codec_config(MICRO), dead_code_threshold=0.3)
     codec.init_codebooks(sampler.batch(4) for _ in range(2))
-    stage.fit(codec, sampler.batches(4), PARAMS, SR, show_progress=False)
+    fit(codec, sampler.batches(4), PARAMS, SR, show_progress=False)
     audio = sampler.batch(3)
     codec.eval()
     with torch.no_grad():
@@ -180,7 +191,7 @@ def test_loss_falls_on_a_fixed_batch(corpus: Path) -> None:
     codec = TrainableCodec(codec_config(MICRO), dead_code_threshold=0.3)
     codec.init_codebooks([sampler.batch(8)])
     batch = sampler.batch(4)
-    history = stage.fit(codec, itertools.repeat(batch), replace(PARAMS, steps=30), SR, show_progress=False)
+    history = fit(codec, itertools.repeat(batch), replace(PARAMS, steps=30), SR, show_progress=False)
     first, last = history[0]["total"], np.mean([row["total"] for row in history[-5:]])
     assert last < 0.7 * first, [round(row["total"], 3) for row in history]
 
@@ -225,8 +236,146 @@ def test_crash_while_saving_leaves_the_previous_output(
     monkeypatch.setattr(stage, "_write_metrics", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         stage.train_codec([corpus], out, DATA, replace(PARAMS, steps=2), preset=MICRO, show_progress=False)
-    assert [path.name for path in tmp_path.iterdir()] == ["codec"]
+    # Beside it only the last checkpoint, which a rerun resumes at its end instead of training again.
+    assert [path.name for path in tmp_path.iterdir() if path.name != "codec"] == [_checkpoint_folder(out).name]
     assert [path.name for path in out.iterdir()] == ["metrics.json"] and (out / "metrics.json").read_text() == "{}"
+
+
+# Resuming: a run stopped mid-way continues from its last checkpoint to the weights of an unbroken run.
+
+
+def _checkpoint_folder(out: Path) -> Path:
+    (folder,) = out.parent.glob(f".{out.name}.checkpoint-*")
+    return folder
+
+
+class _Killed(Exception):
+    pass
+
+
+def _stop_before(step: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make training raise when it reaches `step`, as a kill would stop it (after the checkpoints before)."""
+    original = CodecTrainer.train_step
+
+    def train_step(trainer: CodecTrainer, audio: torch.Tensor) -> dict[str, float]:
+        if trainer.step == step:
+            raise _Killed
+        return original(trainer, audio)
+
+    monkeypatch.setattr(CodecTrainer, "train_step", train_step)
+
+
+def _count_kmeans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = TrainableCodec.init_codebooks
+
+    def init_codebooks(codec: TrainableCodec, batches) -> None:
+        calls.append(1)
+        original(codec, batches)
+
+    monkeypatch.setattr(TrainableCodec, "init_codebooks", init_codebooks)
+    return calls
+
+
+def _stopped_run(corpus: Path, out: Path, params: CodecParams, step: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        _stop_before(step, patch)
+        with pytest.raises(_Killed):
+            stage.train_codec([corpus], out, DATA, params, preset=MICRO, show_progress=False)
+
+
+def test_a_stopped_run_resumes_to_the_same_codec_without_a_second_kmeans(
+    corpus: Path, trained: stage.CodecReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    out, params = tmp_path / "codec", replace(PARAMS, checkpoint_every=2)
+    _stopped_run(corpus, out, params, step=5)
+    assert json.loads((_checkpoint_folder(out) / "last/meta.json").read_text())["step"] == 4 and not out.exists()
+    kmeans = _count_kmeans(monkeypatch)
+    with caplog.at_level("INFO", logger=stage.__name__):
+        report = stage.train_codec([corpus], out, DATA, params, preset=MICRO, show_progress=False)
+    assert kmeans == [] and "resuming the codec from step 4 of 8" in caplog.text
+    # checkpoint_every changes nothing but where a run can resume: the unbroken run checkpointed only at the end
+    assert report.history == trained.history and _untimed(report.metrics) == _untimed(trained.metrics)
+    assert (out / "model.safetensors").read_bytes() == (trained.out_dir / "model.safetensors").read_bytes()
+    assert not list(tmp_path.glob(".codec.checkpoint-*"))  # published: the checkpoint is gone
+
+
+def test_other_parameters_and_no_resume_start_over(
+    corpus: Path, trained: stage.CodecReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, params = tmp_path / "codec", replace(PARAMS, checkpoint_every=2)
+    _stopped_run(corpus, out, params, step=3)
+    stale = _checkpoint_folder(out)
+    kmeans = _count_kmeans(monkeypatch)
+    other = stage.train_codec([corpus], out, DATA, replace(params, seed=1), preset=MICRO, show_progress=False)
+    assert kmeans == [1] and len(other.history) == params.steps and not stale.exists()
+    _stopped_run(corpus, out, params, step=3)
+    again = stage.train_codec([corpus], out, DATA, params, preset=MICRO, show_progress=False, resume=False)
+    assert len(kmeans) == 3 and again.history == trained.history  # the stopped run's own k-means, then a fresh one
+    assert not list(tmp_path.glob(".codec.checkpoint-*"))
+
+
+def _single_threaded_run(out: Path, params_file: Path, corpus: Path) -> None:
+    """The stage in this process on one thread, as the subprocesses run it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data, params = load_section(params_file, "data"), load_section(params_file, "codec")
+        stage.train_codec([corpus], out, data, params, preset=MICRO, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _close(one: object, other: object) -> bool:
+    """Equal, floats to 1e-12: numpy's float64 dot products in the measurements run on more threads in this
+    process than in the one-thread subprocess, and sum in another order."""
+    if isinstance(one, dict) and isinstance(other, dict):
+        return one.keys() == other.keys() and all(_close(one[key], other[key]) for key in one)
+    if isinstance(one, list) and isinstance(other, list):
+        return len(one) == len(other) and all(map(_close, one, other))
+    if isinstance(one, float):
+        return other == pytest.approx(one, rel=1e-12, abs=1e-12)
+    return one == other
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_codec(corpus: Path, tmp_path: Path, micro_preset: None) -> None:
+    """Through the CLI in a subprocess on one thread, with the discriminator on from the second step (so both
+    optimizers are in the checkpoints), killed after its checkpoint at step 2 or 3, rerun without flags, and
+    compared with an unbroken run (in this process, while the rerun runs: most of a subprocess is imports)."""
+    steps = 4
+    params = _params_file(
+        tmp_path, steps=steps, batch_size=2, checkpoint_every=1, adversarial=True, adversarial_start=1
+    )
+
+    def run(out: Path) -> subprocess.Popen:
+        command = [sys.executable, "-m", "tests.support.micro_codec", "--params", params, "--corpus", corpus]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        return subprocess.Popen(
+            [*map(str, command), "--out", str(out)], cwd=REPO, env=env, stdout=PIPE, stderr=STDOUT, text=True
+        )
+
+    killed = run(tmp_path / "killed")
+    meta, deadline = None, time.time() + 240
+    while time.time() < deadline and killed.poll() is None:
+        meta = next(tmp_path.glob(".killed.checkpoint-*/last/meta.json"), None)
+        if meta and json.loads(meta.read_text())["step"] >= 2:
+            break
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    stopped_at = json.loads(meta.read_text())["step"]
+    assert 2 <= stopped_at < steps and not (tmp_path / "killed").exists(), "the run must be killed mid-way"
+    resumed = run(tmp_path / "killed")
+    _single_threaded_run(tmp_path / "straight", params, corpus)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert f"resuming the codec from step {stopped_at} of {steps}" in output
+    one, other = (load_file(tmp_path / name / "model.safetensors") for name in ("straight", "killed"))
+    assert one.keys() == other.keys() and all(torch.equal(one[name], other[name]) for name in one)
+    straight, resumed = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("straight", "killed"))
+    assert straight["final_losses"] == resumed["final_losses"]
+    assert _close(_untimed(straight), _untimed(resumed))
+    assert not list(tmp_path.glob(".killed.checkpoint-*"))
 
 
 # The CLI, with the micro codec registered as a preset so params.yaml can name it.
@@ -280,6 +429,8 @@ def _bad_input(case: str, tmp_path: Path, corpus: Path) -> tuple[dict, Path]:
             return {}, _write_corpus(tmp_path / "train-only", ["train"])
         case "bad steps":
             return {"steps": 0}, corpus
+        case "bad checkpoint_every":
+            return {"checkpoint_every": 0}, corpus
         case "unknown preset":
             return {"preset": "huge"}, corpus
         case "adversarial never starts":
@@ -300,6 +451,7 @@ def _bad_input(case: str, tmp_path: Path, corpus: Path) -> tuple[dict, Path]:
         ("missing corpus", "does not exist"),
         ("no valid clips", "has no valid clips"),
         ("bad steps", "codec.steps"),
+        ("bad checkpoint_every", "codec.checkpoint_every must be positive"),
         ("unknown preset", "codec.preset 'huge' is not a preset; known presets: tiny"),
         ("adversarial never starts", "codec.adversarial_start"),
         ("pretrained missing", "is not a directory"),
@@ -313,3 +465,19 @@ def test_cli_names_bad_inputs(corpus: Path, tmp_path: Path, micro_preset: None, 
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_names_an_unreadable_checkpoint_and_no_resume_starts_over(
+    corpus: Path, tmp_path: Path, micro_preset: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params, out = _params_file(tmp_path, checkpoint_every=1), tmp_path / "codec"
+    with pytest.MonkeyPatch.context() as patch:
+        _stop_before(2, patch)
+        assert isinstance(_run("--params", params, "--corpus", corpus, "--out", out).exception, _Killed)
+    (_checkpoint_folder(out) / "last/state.pt").write_bytes(b"not a checkpoint")
+    result = _run("--params", params, "--corpus", corpus, "--out", out)
+    assert result.exit_code == 2 and result.output.startswith("error: codec checkpoint ")
+    assert "unreadable" in result.output and "--no-resume" in result.output
+    result = _run("--params", params, "--corpus", corpus, "--out", out, "--no-resume")
+    assert result.exit_code == 0, result.output
+    assert (out / "model.safetensors").is_file() and not list(tmp_path.glob(".codec.checkpoint-*"))
