@@ -120,7 +120,7 @@ class _Trainer:
         self.peft_model = apply_adapter(self.model, params, new_grid)
         if params.gradient_checkpointing:
             # Non-reentrant: it needs no input that requires grad (frozen embeddings under LoRA give none).
-            self.model.decoder.gradient_checkpointing_enable({"use_reentrant": False})
+            self.model.decoder.activation_checkpointing_enable({"use_reentrant": False})
         tokenizer = self.processor.tokenizer
         self.text = {
             "train": TextCache(self.model, tokenizer, [c.caption for c in self.train_set.clips]),
