@@ -9,6 +9,10 @@ to dvclive (`dvc plots show`, `dvc metrics diff`). Checkpoints `last` and `best`
 written atomically; `--resume` continues from `last` exactly (weights, optimizer, scheduler, RNG and
 data position), so a killed run ends with the same weights as one that never stopped. The best
 weights are saved at the end as a Hugging Face model directory with its card.
+
+`train.init_from` picks the starting weights (a random decoder of the preset, or a model directory:
+components/training/start.py) and `train.adapter` what trains (everything, LoRA adapters merged into the
+published model at the end, or named parts: components/training/adapters.py).
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import typer
 from tqdm import tqdm
 
 from components.tokenize import TokenizeError, read_tokens
+from components.training.adapters import apply_adapter, save_adapter
 from components.training.batches import Batch, TokenCrops
 from components.training.objective import DecoderObjective, TextCache, unigram_loss
 from components.training.provenance import data_version, git_commit
+from components.training.start import Start, check_tokens_fit, load_start
 from components.training.state import CheckpointError, load_checkpoint, save_checkpoint
-from model.beat_grid import attach_beat_grid, prompt_tempi
-from model.build import build_model
+from model.beat_grid import attach_beat_grid, beat_grid_of, prompt_tempi
 from model.checkpoint import ModelCard, save_model
 from model.errors import ModelInputError, first_line
 from model.presets import Preset, get_preset
@@ -102,17 +107,20 @@ class _Trainer:
         if params.batch_size % (runtime.world * params.grad_accumulation):
             raise ParamsError("train.batch_size must divide by (processes x grad_accumulation)")
         torch.manual_seed(params.seed)
-        self.model, self.processor = build_model(preset, codec=codec_dir, seed=params.seed)
-        if params.beat_grid:
-            attach_beat_grid(self.model.decoder, info["frame_rate"])
+        self.start: Start = load_start(params, preset, codec_dir)
+        self.model, self.processor = self.start.model, self.start.processor
+        new_grid = ()
+        if params.beat_grid and beat_grid_of(self.model.decoder) is None:  # a loaded model may bring its own
+            new_grid = (attach_beat_grid(self.model.decoder, info["frame_rate"]),)
         vocab = self.model.config.decoder.vocab_size
-        if (info["num_codebooks"], info["codebook_size"]) != (self.model.config.decoder.num_codebooks, vocab):
-            raise ParamsError(
-                f"tokens have {info['num_codebooks']} codebooks of {info['codebook_size']}; preset "
-                f"{preset.name!r} expects {self.model.config.decoder.num_codebooks} of {vocab}"
-            )
+        check_tokens_fit(info, self.start, preset, tokens_dir)
         self.model.text_encoder.requires_grad_(False)
         self.model.audio_encoder.requires_grad_(False)
+        # Before the objective: LoRA replaces the text projection when it is a target.
+        self.peft_model = apply_adapter(self.model, params, new_grid)
+        if params.gradient_checkpointing:
+            # Non-reentrant: it needs no input that requires grad (frozen embeddings under LoRA give none).
+            self.model.decoder.activation_checkpointing_enable({"use_reentrant": False})
         tokenizer = self.processor.tokenizer
         self.text = {
             "train": TextCache(self.model, tokenizer, [c.caption for c in self.train_set.clips]),
@@ -126,8 +134,9 @@ class _Trainer:
         self.wrapped = (
             torch.nn.parallel.DistributedDataParallel(self.objective) if runtime.world > 1 else self.objective
         )
+        self.trained = [p for p in self.objective.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.objective.parameters(),
+            self.trained,
             lr=params.learning_rate,
             betas=tuple(params.betas),
             weight_decay=params.weight_decay,
@@ -145,7 +154,10 @@ class _Trainer:
             "num_codebooks": self.model.config.decoder.num_codebooks,
             "codebook_size": vocab,
             "text_hidden_size": self.model.config.text_encoder.hidden_size,
-            **({"beat_grid": True} if params.beat_grid else {}),  # older checkpoints have no such key
+            # Keys only where they apply: older checkpoints have none of them.
+            **({"beat_grid": True} if beat_grid_of(self.model.decoder) is not None else {}),
+            **({"adapter": params.adapter} if params.adapter != "full" else {}),
+            **({"start_weights": self.start.weights_sha256} if self.start.weights_sha256 else {}),
         }
 
     def _loss(self, module, batch: Batch, split: str) -> torch.Tensor:
@@ -187,7 +199,7 @@ class _Trainer:
                 self.scaler.scale(loss).backward()
             total += loss.item()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.objective.parameters(), params.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.trained, params.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -205,9 +217,25 @@ class _Trainer:
         losses = [self._loss(self.objective, batch, "valid").item() for batch in self.valid_batches]
         return sum(losses) / len(losses)
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps of the model: everything in full training, else the weights that train
+        (the rest is the starting model's, loaded again on resume)."""
+        if self.params.adapter == "full":
+            return self.objective.state_dict()
+        return {name: p.detach().clone() for name, p in self.objective.named_parameters() if p.requires_grad}
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        if self.params.adapter == "full":
+            self.objective.load_state_dict(weights)
+            return
+        trained = {name for name, p in self.objective.named_parameters() if p.requires_grad}
+        if set(weights) != trained:
+            raise RuntimeError(f"it holds {len(weights)} trained tensors, this run trains {len(trained)}")
+        self.objective.load_state_dict(weights, strict=False)
+
     def state(self) -> dict[str, Any]:
         return {
-            "objective": self.objective.state_dict(),
+            "objective": self.weights(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -218,7 +246,7 @@ class _Trainer:
 
     def restore(self, state: dict[str, Any]) -> None:
         try:
-            self.objective.load_state_dict(state["objective"])
+            self.load_weights(state["objective"])
         except RuntimeError as error:
             raise CheckpointError(f"checkpoint weights do not fit this model: {first_line(error)}") from None
         self.optimizer.load_state_dict(state["optimizer"])
@@ -263,7 +291,12 @@ def train(
     uniform, unigram = _baselines(trainer)
     meta = {
         "params": asdict(params),
-        "preset": preset.name,
+        "preset": preset.name if trainer.start.card is None else trainer.start.card.preset,
+        **(
+            {"start": {"directory": str(trainer.start.directory), "weights_sha256": trainer.start.weights_sha256}}
+            if trainer.start.directory
+            else {}
+        ),
         "decoder_shape": trainer.shape,
         "data_version": data_version(tokens_dir),
         "training_commit": git_commit(),
@@ -310,7 +343,7 @@ def train(
         valid = trainer.validate()
     report = TrainReport(params.steps, trainer.best, valid, uniform, unigram, time.perf_counter() - started, model_dir)
     if runtime.leader:
-        _export_best(trainer, checkpoints / "best", model_dir, meta, report)
+        _export_best(trainer, checkpoints / "best", out_dir, model_dir, meta, report)
         if live:
             for name, value in (
                 ("best_valid_loss", report.best_valid_loss),
@@ -329,12 +362,14 @@ def _meta(meta: dict[str, Any], trainer: _Trainer, valid: float) -> dict[str, An
     return {**meta, "step": trainer.step, "valid_loss": valid, "best_valid_loss": trainer.best}
 
 
-def _export_best(trainer: _Trainer, best: Path, model_dir: Path, meta: dict[str, Any], report: TrainReport) -> None:
-    """The best checkpoint's weights as a Hugging Face MusicGen directory with its model card."""
+def _export_best(
+    trainer: _Trainer, best: Path, out_dir: Path, model_dir: Path, meta: dict[str, Any], report: TrainReport
+) -> None:
+    """The best checkpoint's weights as a Hugging Face MusicGen directory with its model card; under LoRA
+    the adapter in PEFT's format in `out_dir`/adapter too, and the merged model in `model_dir`."""
     state, best_meta = load_checkpoint(best, trainer.shape)
-    trainer.objective.load_state_dict(state["objective"])
-    card = ModelCard.for_preset(
-        trainer.preset,
+    trainer.load_weights(state["objective"])
+    provenance = dict(
         data_version="md5:" + ",".join(f"{k}={v[:12]}" for k, v in meta["data_version"].items()),
         training_commit=meta["training_commit"],
         metrics={
@@ -344,7 +379,20 @@ def _export_best(trainer: _Trainer, best: Path, model_dir: Path, meta: dict[str,
             "step": float(best_meta["step"]),
         },
     )
-    save_model(trainer.model.to("cpu"), trainer.processor, model_dir, card)
+    start = trainer.start
+    if start.card is None:
+        card = ModelCard.for_preset(trainer.preset, **provenance)
+    else:  # the starting model's limits, this run's provenance
+        kept = {k: v for k, v in asdict(start.card).items() if k not in ("created", *provenance)}
+        kept["notes"] = (
+            f"trained from {start.directory} (sha256 {start.weights_sha256[:12]}), adapter {trainer.params.adapter}"
+        )
+        card = ModelCard(**kept, **provenance)
+    model = trainer.model.to("cpu")
+    if trainer.peft_model is not None:
+        save_adapter(trainer.peft_model, start.directory, start.weights_sha256, out_dir)
+        model = trainer.peft_model.merge_and_unload()  # plain MusicGen: downstream stages need no peft
+    save_model(model, trainer.processor, model_dir, card)
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

@@ -136,6 +136,10 @@ class TokenizeParams:
     include_augmented: bool = True
 
 
+INIT_SCRATCH = "scratch"
+ADAPTERS = ("full", "lora", "frozen")
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """The MusicGen decoder's training (text encoder frozen), as audiocraft trains it, scaled down."""
@@ -160,9 +164,36 @@ class TrainParams:
     checkpoint_every: int = 50
     valid_batches: int = 4
     mixed_precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16 on CUDA, off on CPU), off
+    # Where the weights start: scratch (a random decoder of `preset`), base (settings.paths.BASE_MODEL),
+    # promoted (settings.paths.PROMOTED / "model"), or a model directory (ours, or facebook/musicgen-small's layout).
+    init_from: str = INIT_SCRATCH
+    adapter: str = "full"  # full (every decoder weight), lora (peft adapters, merged at the end), frozen (`trainable`)
+    trainable: tuple[str, ...] = ("lm_heads", "embed_tokens")  # adapter frozen: the decoder parts that train
+    # LoRA as ylacombe/musicgen-dreamboothing fine-tunes MusicGen: rank 16, alpha 16, dropout 0.05, on the
+    # decoder's attention and feed-forward projections and, per codebook, its output heads and embeddings.
+    lora_rank: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "lm_heads", "embed_tokens")
+    gradient_checkpointing: bool = False  # recompute the decoder's activations in backward: less memory, more time
 
     def check(self) -> None:
         _check_preset("train", self.preset)
+        if not self.init_from:
+            raise ParamsError("train.init_from must be scratch, base, promoted or a model directory")
+        if self.adapter not in ADAPTERS:
+            raise ParamsError(f"train.adapter must be one of {', '.join(ADAPTERS)}, got {self.adapter!r}")
+        if self.adapter != "full" and self.init_from == INIT_SCRATCH:
+            raise ParamsError(
+                f"train.adapter {self.adapter} trains a few weights of a trained model, but train.init_from is "
+                "scratch (a random decoder): set train.init_from to base, promoted or a model directory"
+            )
+        if self.adapter == "frozen" and not self.trainable:
+            raise ParamsError("train.adapter is frozen: train.trainable must name at least one decoder part")
+        if self.adapter == "lora" and not self.lora_targets:
+            raise ParamsError("train.adapter is lora: train.lora_targets must name at least one decoder module")
+        if self.lora_rank < 1 or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ParamsError("train.lora_rank and train.lora_alpha must be positive, train.lora_dropout in [0, 1)")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accumulation < 1:
             raise ParamsError("train.steps, train.batch_size and train.grad_accumulation must be positive")
         if self.batch_size % self.grad_accumulation:

@@ -30,4 +30,8 @@ MONITOR_REPORT = MONITORING / "report"  # `musicops monitor report`'s HTML
 PIPELINE_ROOT = ARTIFACTS / "pipeline"  # kfp.local runs, one folder per run
 DEMO = ARTIFACTS / "demo"  # `musicops demo`'s loss plot
 
+# The project's base model (a MusicGen directory, ours or facebook/musicgen-small's layout) that
+# `train.init_from: base` fine-tunes; the user puts it there, nothing in the pipeline writes it.
+BASE_MODEL = Path("models/base")
+
 PARAMS = Path("params.yaml")  # the params document every stage and command reads by default
