@@ -3,9 +3,7 @@ survive failures, dvclive metrics, and clear errors."""
 
 import errno
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,8 +22,8 @@ from model.delay_pattern import build_delay_pattern, valid_positions
 from model.presets import DecoderPreset
 from settings.params import TrainParams
 from tests.conftest import MICRO
-from tests.support import REPO
 from tests.support.micro_pipeline import MICRO_TRAIN, micro_tokens
+from tests.support.micro_train import finish, start_training, trained_weights
 
 pytestmark = pytest.mark.integration
 
@@ -38,37 +36,9 @@ def tokens(tmp_path_factory):
     return micro_tokens(tmp_path_factory.mktemp("micro"))
 
 
-def _run(tokens, out: Path, overrides: dict, *extra: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
-    codec, token_dir = tokens
-    command = [
-        *launcher,
-        "-m",
-        "tests.support.micro_train",
-        str(token_dir),
-        str(codec),
-        str(out / "train"),
-        str(out / "model"),
-        json.dumps(overrides),
-        *extra,
-    ]
-    if not launcher:
-        command.insert(0, sys.executable)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _finish(process: subprocess.Popen) -> None:
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output
-
-
-def _weights(out: Path, which: str = "last") -> dict[str, torch.Tensor]:
-    return torch.load(out / "train" / "checkpoints" / which / STATE_FILE, weights_only=True)["objective"]
-
-
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tokens, tmp_path):
-    _finish(_run(tokens, tmp_path / "straight", MICRO_TRAIN))
-    killed = _run(tokens, tmp_path / "killed", MICRO_TRAIN)
+    finish(start_training(tokens, tmp_path / "straight", MICRO_TRAIN))
+    killed = start_training(tokens, tmp_path / "killed", MICRO_TRAIN)
     meta = tmp_path / "killed" / "train" / "checkpoints" / "last" / "meta.json"
     deadline = time.time() + 300
     while not (meta.is_file() and json.loads(meta.read_text())["step"] >= 4) and time.time() < deadline:
@@ -77,8 +47,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tokens, tmp_path)
     killed.wait()
     stopped_at = json.loads(meta.read_text())["step"]
     assert 4 <= stopped_at < MICRO_TRAIN["steps"], "the run must be killed mid-way"
-    _finish(_run(tokens, tmp_path / "killed", MICRO_TRAIN, "--resume"))
-    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    finish(start_training(tokens, tmp_path / "killed", MICRO_TRAIN, "--resume"))
+    straight, resumed = trained_weights(tmp_path / "straight"), trained_weights(tmp_path / "killed")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
 
@@ -86,10 +56,10 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tokens, tmp_path)
 def test_two_processes_match_one_with_the_same_global_batch(tokens, tmp_path):
     """Tolerance: after 8 AdamW steps every weight agrees within 1e-4 (gloo sums gradients in another
     order than one process does; Adam's normalisation lets those 1e-7 differences grow a little)."""
-    _finish(_run(tokens, tmp_path / "one", MICRO_TRAIN))
+    finish(start_training(tokens, tmp_path / "one", MICRO_TRAIN))
     torchrun = (str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2")
-    _finish(_run(tokens, tmp_path / "two", MICRO_TRAIN, launcher=torchrun))
-    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    finish(start_training(tokens, tmp_path / "two", MICRO_TRAIN, launcher=torchrun))
+    one, two = trained_weights(tmp_path / "one"), trained_weights(tmp_path / "two")
     worst = max((one[name] - two[name]).abs().max().item() for name in one)
     assert worst < 1e-4
     torch.manual_seed(0)

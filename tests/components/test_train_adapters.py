@@ -18,9 +18,9 @@ from components.training.start import weights_digest
 from components.training.state import STATE_FILE
 from model.checkpoint import load_model
 from settings.params import TrainParams
-from tests.components.test_train import _finish, _run, _weights
 from tests.conftest import MICRO
 from tests.support.micro_pipeline import MICRO_TRAIN, micro_tokens
+from tests.support.micro_train import finish, start_training, trained_weights
 
 pytestmark = pytest.mark.integration
 
@@ -94,8 +94,8 @@ def test_the_merged_model_equals_base_plus_adapter(lora_run, micro_dir):
 
 def test_a_lora_run_killed_with_sigkill_resumes_to_the_same_weights(tokens, micro_dir, tmp_path):
     overrides = _lora(micro_dir)
-    _finish(_run(tokens, tmp_path / "straight", overrides))
-    killed = _run(tokens, tmp_path / "killed", overrides)
+    finish(start_training(tokens, tmp_path / "straight", overrides))
+    killed = start_training(tokens, tmp_path / "killed", overrides)
     meta = tmp_path / "killed" / "train" / "checkpoints" / "last" / "meta.json"
     deadline = time.time() + 300
     while not (meta.is_file() and json.loads(meta.read_text())["step"] >= 4) and time.time() < deadline:
@@ -104,8 +104,8 @@ def test_a_lora_run_killed_with_sigkill_resumes_to_the_same_weights(tokens, micr
     killed.wait()
     stopped_at = json.loads(meta.read_text())["step"]
     assert 4 <= stopped_at < overrides["steps"], "the run must be killed mid-way"
-    _finish(_run(tokens, tmp_path / "killed", overrides, "--resume"))
-    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    finish(start_training(tokens, tmp_path / "killed", overrides, "--resume"))
+    straight, resumed = trained_weights(tmp_path / "straight"), trained_weights(tmp_path / "killed")
     assert straight.keys() == resumed.keys() and all("lora_" in name for name in straight)
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
     merged = [load_file(tmp_path / run / "model" / "model.safetensors") for run in ("straight", "killed")]
@@ -130,7 +130,7 @@ def test_gradient_checkpointing_gives_the_same_lora_weights(tokens, micro_dir, t
     short = _lora(micro_dir, steps=2, eval_every=2)
     _train(tokens, tmp_path / "plain", short)
     _train(tokens, tmp_path / "checkpointed", {**short, "gradient_checkpointing": True})
-    plain, checkpointed = _weights(tmp_path / "plain"), _weights(tmp_path / "checkpointed")
+    plain, checkpointed = trained_weights(tmp_path / "plain"), trained_weights(tmp_path / "checkpointed")
     assert plain.keys() == checkpointed.keys()
     assert max((plain[k] - checkpointed[k]).abs().max().item() for k in plain) < 1e-6
 

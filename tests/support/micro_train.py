@@ -1,17 +1,55 @@
 """Run the trainer on the micro preset from the command line, as torchrun or a killable subprocess would:
 
 python -m tests.support.micro_train TOKENS CODEC OUT MODEL '{"steps": 8, ...}' [--resume]
+
+`start_training`, `finish` and `trained_weights` start such a run from a test, wait for it and read its weights.
 """
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 from components.train import train
+from components.training.state import STATE_FILE
 from settings.params import TrainParams
 from tests.conftest import MICRO
+from tests.support import REPO
+
+
+def start_training(tokens, out: Path, overrides: dict, *extra: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
+    """This module as a subprocess training the micro preset on `tokens` (codec, token folder) into `out`."""
+    codec, token_dir = tokens
+    command = [
+        *launcher,
+        "-m",
+        "tests.support.micro_train",
+        str(token_dir),
+        str(codec),
+        str(out / "train"),
+        str(out / "model"),
+        json.dumps(overrides),
+        *extra,
+    ]
+    if not launcher:
+        command.insert(0, sys.executable)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen) -> None:
+    """Wait for a training subprocess; its output is the assertion message when it failed."""
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+
+
+def trained_weights(out: Path, which: str = "last") -> dict[str, torch.Tensor]:
+    """The trained tensors of checkpoint `which` (last or best) of a run into `out`."""
+    return torch.load(out / "train" / "checkpoints" / which / STATE_FILE, weights_only=True)["objective"]
+
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
