@@ -3,9 +3,7 @@ survive failures, dvclive metrics, and clear errors."""
 
 import errno
 import json
-import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from model.presets import DecoderPreset
 from settings.params import TrainParams
 from tests.conftest import MICRO
 from tests.support.micro_pipeline import MICRO_TRAIN, micro_tokens
-from tests.support.micro_train import finish, start_training, trained_weights
+from tests.support.micro_train import finish, killed_and_straight, start_training, trained_weights
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +35,7 @@ def tokens(tmp_path_factory):
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tokens, tmp_path):
-    finish(start_training(tokens, tmp_path / "straight", MICRO_TRAIN))
-    killed = start_training(tokens, tmp_path / "killed", MICRO_TRAIN)
-    meta = tmp_path / "killed" / "train" / "checkpoints" / "last" / "meta.json"
-    deadline = time.time() + 300
-    while not (meta.is_file() and json.loads(meta.read_text())["step"] >= 4) and time.time() < deadline:
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    stopped_at = json.loads(meta.read_text())["step"]
-    assert 4 <= stopped_at < MICRO_TRAIN["steps"], "the run must be killed mid-way"
-    finish(start_training(tokens, tmp_path / "killed", MICRO_TRAIN, "--resume"))
-    straight, resumed = trained_weights(tmp_path / "straight"), trained_weights(tmp_path / "killed")
+    straight, resumed = killed_and_straight(tokens, tmp_path, MICRO_TRAIN)
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
 

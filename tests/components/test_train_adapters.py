@@ -3,8 +3,6 @@ publishes the merged model (equal to base + adapter), and resumes exactly after 
 the parts it names; gradient checkpointing changes nothing but memory and time."""
 
 import json
-import signal
-import time
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ from model.checkpoint import load_model
 from settings.params import TrainParams
 from tests.conftest import MICRO
 from tests.support.micro_pipeline import MICRO_TRAIN, micro_tokens
-from tests.support.micro_train import finish, start_training, trained_weights
+from tests.support.micro_train import killed_and_straight, trained_weights
 
 pytestmark = pytest.mark.integration
 
@@ -94,18 +92,7 @@ def test_the_merged_model_equals_base_plus_adapter(lora_run, micro_dir):
 
 def test_a_lora_run_killed_with_sigkill_resumes_to_the_same_weights(tokens, micro_dir, tmp_path):
     overrides = _lora(micro_dir)
-    finish(start_training(tokens, tmp_path / "straight", overrides))
-    killed = start_training(tokens, tmp_path / "killed", overrides)
-    meta = tmp_path / "killed" / "train" / "checkpoints" / "last" / "meta.json"
-    deadline = time.time() + 300
-    while not (meta.is_file() and json.loads(meta.read_text())["step"] >= 4) and time.time() < deadline:
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    stopped_at = json.loads(meta.read_text())["step"]
-    assert 4 <= stopped_at < overrides["steps"], "the run must be killed mid-way"
-    finish(start_training(tokens, tmp_path / "killed", overrides, "--resume"))
-    straight, resumed = trained_weights(tmp_path / "straight"), trained_weights(tmp_path / "killed")
+    straight, resumed = killed_and_straight(tokens, tmp_path, overrides)
     assert straight.keys() == resumed.keys() and all("lora_" in name for name in straight)
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
     merged = [load_file(tmp_path / run / "model" / "model.safetensors") for run in ("straight", "killed")]

@@ -7,8 +7,10 @@ python -m tests.support.micro_train TOKENS CODEC OUT MODEL '{"steps": 8, ...}' [
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -49,6 +51,23 @@ def finish(process: subprocess.Popen) -> None:
 def trained_weights(out: Path, which: str = "last") -> dict[str, torch.Tensor]:
     """The trained tensors of checkpoint `which` (last or best) of a run into `out`."""
     return torch.load(out / "train" / "checkpoints" / which / STATE_FILE, weights_only=True)["objective"]
+
+
+def killed_and_straight(tokens, runs: Path, overrides: dict) -> tuple[dict, dict]:
+    """Train once straight through and once killed with SIGKILL mid-way (after step 4's checkpoint) and resumed;
+    the two runs' trained tensors, for the caller to compare (folders `runs/straight` and `runs/killed`)."""
+    finish(start_training(tokens, runs / "straight", overrides))
+    killed = start_training(tokens, runs / "killed", overrides)
+    meta = runs / "killed" / "train" / "checkpoints" / "last" / "meta.json"
+    deadline = time.time() + 300
+    while not (meta.is_file() and json.loads(meta.read_text())["step"] >= 4) and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    stopped_at = json.loads(meta.read_text())["step"]
+    assert 4 <= stopped_at < overrides["steps"], "the run must be killed mid-way"
+    finish(start_training(tokens, runs / "killed", overrides, "--resume"))
+    return trained_weights(runs / "straight"), trained_weights(runs / "killed")
 
 
 if __name__ == "__main__":
