@@ -146,7 +146,11 @@ def test_cli_ui_adds_the_windows_serves_the_dashboard_and_stops_on_ctrl_c(tmp_pa
     from tests.support.traffic import write_log, write_reference
 
     reference_dir = write_reference(reference, tmp_path / "built")
-    write_log(traffic(40, seed=7, end=datetime.now(UTC), span=timedelta(minutes=5)), tmp_path / "requests")
+    # The dashboard's windows are whole hours: traffic inside the last complete one is one window at any clock time
+    # (ending at "now" it was two windows, and this test failed, within minutes after the hour).
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    end = hour - timedelta(minutes=1)
+    write_log(traffic(40, seed=7, end=end, span=timedelta(minutes=5)), tmp_path / "requests")
     params = tmp_path / "params.yaml"
     params.write_text(
         f"monitor:\n  log_dir: {tmp_path / 'requests'}\n  workspace: {tmp_path / 'workspace'}\n  min_rows: 10\n"
@@ -168,7 +172,7 @@ def test_cli_ui_adds_the_windows_serves_the_dashboard_and_stops_on_ctrl_c(tmp_pa
             if line.startswith("dashboard:"):
                 break
         assert lines and lines[-1].startswith(f"dashboard: http://127.0.0.1:{port}"), "".join(lines)
-        assert any(line.startswith("1 window(s) added") for line in lines)
+        assert any(line.startswith("1 window(s) added") for line in lines), "".join(lines)
         status, body = _get(f"http://127.0.0.1:{port}/api/projects")
         assert status == 200 and json.loads(body)[0]["name"] == PROJECT_NAME
         process.send_signal(signal.SIGINT)
