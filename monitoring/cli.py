@@ -70,10 +70,10 @@ def _span(text: str) -> timedelta:
 def _reference(settings: MonitorParams, reference_dir: Path | None, model: Path) -> tuple[pd.DataFrame, Path]:
     """The reference rows and their folder, building the folder from the evaluation when it is missing."""
     from model.errors import ModelInputError
-    from monitoring.reference import REFERENCE_FILE, build_reference, read_reference
+    from monitoring.reference import build_reference, is_current, read_reference
 
     folder = reference_dir or paths.MONITOR_REFERENCE
-    if not (folder / REFERENCE_FILE).is_file():
+    if not is_current(folder):
         evaluation = Path(settings.reference)
         if not (evaluation / "per_prompt.csv").is_file():
             raise _fail(
@@ -81,6 +81,7 @@ def _reference(settings: MonitorParams, reference_dir: Path | None, model: Path)
                 "run the evaluate stage first (`dvc repro evaluate`)"
             )
         typer.echo(f"building the reference in {folder} from {evaluation} and {model} (once)", err=True)
+        # (also when the folder holds one made for another audio window: it would read every request as drift)
         try:
             build_reference(evaluation, model, folder)
         except ModelInputError as error:

@@ -8,8 +8,9 @@ names them.
   encoder directory ("minilm" for the bundled all-MiniLM-L6-v2).
 - `PromptProjection`: the reference prompts' mean and first principal components, so a prompt's embedding becomes
   PROMPT_EMBEDDING_COMPONENTS numbers a drift test can compare.
-- `audio_row(audio, sample_rate)`: model.audio_quality's features, the estimated key, and an evenly spaced sample of
-  up to MEL_FRAMES log-mel frames (float16 bytes) from which a window of traffic gets a Fréchet distance.
+- `audio_row(audio, sample_rate)`: model.audio_quality's features of the clip's opening AUDIO_WINDOW_S seconds (so
+  clips of any requested length compare like with like), the estimated key, and an evenly spaced sample of up to
+  MEL_FRAMES log-mel frames (float16 bytes) of the whole clip from which a window of traffic gets a Fréchet distance.
 
 Cost per 10 s clip at 32 kHz on this 2-core machine: 0.33 s idle (features 0.23 s, key 0.09 s, mel 4 ms), about
 0.5 s with the machine busy; the first clip in a process takes ~4 s more (librosa's numba compilation).
@@ -29,7 +30,7 @@ import numpy as np
 
 from model.errors import ModelInputError
 from model.music_features import estimate_key, key_name
-from monitoring.schema import MEL_FRAMES, PROMPT_EMBEDDING_COMPONENTS
+from monitoring.schema import AUDIO_WINDOW_S, MEL_FRAMES, PROMPT_EMBEDDING_COMPONENTS
 
 if TYPE_CHECKING:
     from model.embedders import Embedder
@@ -294,15 +295,22 @@ def empty_audio_row() -> dict[str, Any]:
     return {**dict.fromkeys(FEATURES, None), "audio_key": None, "mel_frames": None}
 
 
-def audio_row(audio: np.ndarray, sample_rate: int, embedder: Embedder | None = None) -> dict[str, Any]:
-    """The audio columns of one mono clip: audio_features, the estimated key (None for a silent clip, which has
-    none), and mel_frames: up to MEL_FRAMES evenly spaced frames of `embedder` (MelEmbedder by default) as float16
-    bytes, None when the clip is shorter than one frame."""
-    from model.audio_quality import audio_features
+def audio_row(
+    audio: np.ndarray, sample_rate: int, embedder: Embedder | None = None, window_s: float = AUDIO_WINDOW_S
+) -> dict[str, Any]:
+    """The audio columns of one mono clip: audio_features of its opening `window_s` seconds (all null for a
+    shorter clip) with duration_s its whole length, the estimated key (None for a silent clip, which has none),
+    and mel_frames: up to MEL_FRAMES evenly spaced frames of `embedder` (MelEmbedder by default) over the whole
+    clip as float16 bytes, None when the clip is shorter than one frame."""
+    from model.audio_quality import FEATURES, SILENCE_DBFS, audio_features
 
     audio = np.asarray(audio, dtype=np.float32)
-    row: dict[str, Any] = dict(audio_features(audio, sample_rate))
-    if row["silence_share"] >= 1.0:
+    opening = round(window_s * sample_rate)
+    row: dict[str, Any] = dict(audio_features(audio[:opening], sample_rate))  # also refuses empty or broken audio
+    if audio.size < opening:  # too short to compare with the reference's openings
+        row = dict.fromkeys(FEATURES, None)
+    row["duration_s"] = audio.size / sample_rate
+    if not np.any(np.abs(audio) >= 10.0 ** (SILENCE_DBFS / 20.0)):
         row["audio_key"] = None
     else:
         with warnings.catch_warnings():

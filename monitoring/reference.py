@@ -14,7 +14,8 @@ writes, whole or not at all:
     prompt_projection.npz   the PromptProjection fitted on these prompts' embeddings (the request logger uses it)
     mel_model.npz, mel_real.npz
                             the evaluation's mel statistics of generated and real held-out audio, for a window's FAD
-    reference.json          where it came from: the evaluation and model folders, rows, text encoder, time
+    reference.json          where it came from: the evaluation and model folders, rows, text encoder, time, and
+                            the audio window its features describe (`is_current` is False for another window)
 
 It is written to its own folder rather than into the evaluation's, which DVC tracks as a stage output.
 """
@@ -33,7 +34,7 @@ import numpy as np
 from model.atomic_io import atomic_directory
 from model.errors import ModelInputError
 from monitoring.features import PromptProjection, TextEncoder, audio_row, embed_prompts, prompt_columns
-from monitoring.schema import COLUMNS
+from monitoring.schema import AUDIO_WINDOW_S, COLUMNS
 from settings import paths
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "reference.parquet"
+PROVENANCE_FILE = "reference.json"
 PROJECTION_FILE = "prompt_projection.npz"
 MEL_STATS = ("mel_model.npz", "mel_real.npz")
 ROUTE = "evaluation"
@@ -116,10 +118,21 @@ def build_reference(
             "rows": len(rows),
             "text_encoder": encoder.name,
             "mel_stats": copied,
+            "audio_window_s": AUDIO_WINDOW_S,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        (staging / "reference.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     return out_dir
+
+
+def is_current(reference_dir: str | Path) -> bool:
+    """Whether `reference_dir` holds a reference whose audio features describe the openings the request log's do
+    (one built before, or with another AUDIO_WINDOW_S, would read every request as drift)."""
+    try:
+        provenance = json.loads((Path(reference_dir) / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (Path(reference_dir) / REFERENCE_FILE).is_file() and provenance.get("audio_window_s") == AUDIO_WINDOW_S
 
 
 def read_reference(reference_dir: str | Path) -> pd.DataFrame:

@@ -44,6 +44,11 @@ PROMPT_COLUMNS = {
 # Output-audio features: model/audio_quality.py's (loudness, spectra, tempo, silence, clipping, duration...),
 # the estimated key, and a sample of mel-embedding frames (float16 bytes, MEL_FRAMES x d) for a window's FAD.
 MEL_FRAMES = 32
+# The scalar audio features describe each clip's opening AUDIO_WINDOW_S seconds, so a request's length (a setting
+# users choose) does not read as drift: generation is autoregressive, so the opening of a 10 s clip is made exactly
+# as a 2 s clip is, and both compare like with like with the reference's openings. A clip shorter than the window
+# has no such features (null: not compared); duration_s alone is its whole length, and is not a drift feature.
+AUDIO_WINDOW_S = 2.0
 AUDIO_COLUMNS = {
     **{name: "double" for name in FEATURES},
     "audio_key": "string",
@@ -56,5 +61,7 @@ COLUMNS = {**REQUEST_COLUMNS, **PROMPT_COLUMNS, **AUDIO_COLUMNS}
 DRIFT_FEATURES = [
     name
     for name, kind in {**PROMPT_COLUMNS, **AUDIO_COLUMNS}.items()
-    if kind in ("double", "int64") and name != "prompt_tempo_bpm"  # mostly null: only some prompts name a tempo
+    if kind in ("double", "int64")
+    # prompt_tempo_bpm is mostly null (only some prompts name a tempo); duration_s is what the request asked for
+    and name not in ("prompt_tempo_bpm", "duration_s")
 ]

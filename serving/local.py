@@ -31,10 +31,10 @@ def default_model() -> str:
 def request_logger(model: str, log_dir: Path, evaluation_dir: Path, reference_dir: Path, echo: Callable[[str], None]):
     """The monitoring log every request goes to. Prompt embeddings need the reference's projection: it is built
     from the evaluation when missing; without an evaluation (or for a preset) the log has no embeddings."""
-    from monitoring.reference import PROJECTION_FILE, build_reference
+    from monitoring.reference import PROJECTION_FILE, build_reference, is_current
     from monitoring.request_log import RequestLogger
 
-    if not (reference_dir / PROJECTION_FILE).is_file() and (evaluation_dir / "per_prompt.csv").is_file():
+    if not is_current(reference_dir) and (evaluation_dir / "per_prompt.csv").is_file():
         echo(f"building the monitoring reference from {evaluation_dir} ...")
         build_reference(evaluation_dir, model, reference_dir)
     if (reference_dir / PROJECTION_FILE).is_file() and Path(model).is_dir():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from components.corpus.captions import write_caption
-from model.audio_quality import FEATURES
+from model.audio_quality import FEATURES, audio_features
 from model.errors import ModelInputError
 from model.music_features import key_name
 from monitoring.features import (
@@ -19,7 +19,7 @@ from monitoring.features import (
     prompt_columns,
     prompt_statistics,
 )
-from monitoring.schema import AUDIO_COLUMNS, MEL_FRAMES, PROMPT_COLUMNS, PROMPT_EMBEDDING_COMPONENTS
+from monitoring.schema import AUDIO_COLUMNS, AUDIO_WINDOW_S, MEL_FRAMES, PROMPT_COLUMNS, PROMPT_EMBEDDING_COMPONENTS
 
 
 @pytest.mark.unit
@@ -123,11 +123,30 @@ def test_audio_row_holds_the_features_the_key_and_a_sample_of_mel_frames():
     short = frames_from_bytes(audio_row(chord(0.1, 16000), 16000)["mel_frames"])
     assert short.shape == (8, 64)  # 1 + (1600 - 400) // 160 frames: fewer than MEL_FRAMES, all kept
 
-    silent = audio_row(np.zeros(16000, dtype=np.float32), 16000)
+    silent = audio_row(np.zeros(3 * 16000, dtype=np.float32), 16000)
     assert silent["audio_key"] is None and silent["silence_share"] == 1.0
     tiny = audio_row(chord(0.01, 16000), 16000)  # shorter than one 25 ms mel frame
     assert tiny["mel_frames"] is None and frames_from_bytes(tiny["mel_frames"]).shape == (0, 64)
     assert set(FEATURES) <= set(tiny)
+
+
+@pytest.mark.unit
+def test_audio_features_describe_the_opening_window_whatever_the_clip_length():
+    rng = np.random.default_rng(3)
+    clip = chord(10.0, 16000)
+    opening = int(AUDIO_WINDOW_S * 16000)
+    clip[opening:] = 0.3 * rng.standard_normal(clip.size - opening)  # noise after the opening: brighter as a whole
+    long, start = audio_row(clip, 16000), audio_row(clip[:opening], 16000)
+    assert long["duration_s"] == pytest.approx(10.0) and start["duration_s"] == pytest.approx(AUDIO_WINDOW_S)
+    for name in set(FEATURES) - {"duration_s"}:
+        assert long[name] == pytest.approx(start[name], nan_ok=True), name
+    whole = audio_features(clip, 16000)["spectral_centroid_hz"]
+    assert long["spectral_centroid_hz"] < whole - 1000  # the noise after the opening is not in it
+
+    short = audio_row(clip[:16000], 16000)  # shorter than the window: nothing to compare like with like
+    assert short["duration_s"] == pytest.approx(1.0) and short["audio_key"] is not None
+    assert all(short[name] is None for name in set(FEATURES) - {"duration_s"})
+    assert frames_from_bytes(short["mel_frames"]).shape == (MEL_FRAMES, 64)
 
 
 @pytest.mark.integration

@@ -11,6 +11,7 @@ naming a tempo or a key, and audio features and mel frames from fixed distributi
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,8 +23,9 @@ import pyarrow.parquet as pq
 
 from model.music_features import key_name
 from monitoring.features import prompt_statistics
+from monitoring.reference import PROVENANCE_FILE
 from monitoring.request_log import arrow_schema
-from monitoring.schema import COLUMNS, MEL_FRAMES, PROMPT_EMBEDDING_COMPONENTS
+from monitoring.schema import AUDIO_WINDOW_S, COLUMNS, MEL_FRAMES, PROMPT_EMBEDDING_COMPONENTS
 
 MEL_DIM = 64
 GENRES = ["jazz", "rock", "ambient", "hip hop", "classical", "funk", "electronic"]
@@ -146,14 +148,15 @@ def write_log(frame: pd.DataFrame, log_dir: Path, parts: int = 3) -> list[Path]:
 
 
 def write_reference(frame: pd.DataFrame, evaluation_dir: Path, seed: int = 99) -> Path:
-    """A monitoring reference folder as build_reference leaves it: reference.parquet and the mel statistics
-    (real held-out audio, and the evaluated model's a little off it, so the evaluation's FAD is not zero)."""
+    """A monitoring reference folder as build_reference leaves it: reference.parquet, its provenance and the mel
+    statistics (real held-out audio, and the evaluated model's a little off it, so the evaluation's FAD is not zero)."""
     from model.frechet import gaussian_stats
 
     out = evaluation_dir / "monitoring"
     out.mkdir(parents=True, exist_ok=True)
     pa_table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
     pq.write_table(pa_table, out / "reference.parquet")
+    (out / PROVENANCE_FILE).write_text(json.dumps({"rows": len(frame), "audio_window_s": AUDIO_WINDOW_S}))
     rng = np.random.default_rng(seed)
     gaussian_stats(mel_frames(rng, 4000)).save(out / "mel_real.npz")
     gaussian_stats(mel_frames(rng, 4000, shift=0.1)).save(out / "mel_model.npz")
