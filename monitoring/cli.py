@@ -229,6 +229,8 @@ def check(
     except FileNotFoundError as error:
         raise _fail(str(error)) from None
     typer.echo(result.line())
+    for line in result.explanation:
+        typer.echo(f"  {line}")
     if dashboard:  # the dashboard (`monitor ui`, or the cluster's Evidently UI) serves this workspace
         from monitoring.dashboard import sync_windows
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from model.atomic_io import atomic_file
 from monitoring.drift import drift_report, feature_group
+from monitoring.explain import explain
 from monitoring.quality import FadReference, window_fad
 from monitoring.request_log import part_files, read_log
 from monitoring.schema import DRIFT_FEATURES
@@ -96,6 +97,7 @@ class CheckResult:
     signature: list[str] = field(default_factory=list)
     retraining: str = "not needed"  # "not needed", "started", "held back", "dry run" or "failed"
     detail: str = ""  # the command started, or why it was held back or failed
+    explanation: list[str] = field(default_factory=list)  # on drift: what drifted, in words (monitoring.explain)
 
     @property
     def exit_code(self) -> int:
@@ -232,6 +234,7 @@ def check(
         return result
 
     result.verdict, result.signature = "drift", signature
+    result.explanation = explain(current, reference, drift.drifted)
     state_path = Path(state_file) if state_file else None
     state = _read_state(state_path) if state_path else None
     cooling = state is not None and now - _utc(state["time"]) < parse_duration(cooldown)

@@ -196,3 +196,6 @@ def test_cli_check_prints_one_line_and_exits_by_verdict(tmp_path, reference):
     assert drift.exit_code == 1, drift.output
     assert drift.output.startswith("drift: 80 requests in the last 30m")
     assert "retraining dry run (would run dvc repro)" in drift.output and not state.exists()
+    # What drifted, in words: the Russian prompts' words, and the prompt features that moved
+    assert "\n  prompts: words frequent here and rare in the reference: '" in drift.output
+    assert "\n  prompt features: " in drift.output and "non-ASCII letters in prompts" in drift.output
