@@ -43,6 +43,7 @@ def configure(
         ("evaluate", str),
         ("triton", str),
         ("export", str),
+        ("deploy", str),
     ],
 ):
     """Apply the run's parameters to params.yaml's contents (JSON text), check every section before any work,
@@ -67,7 +68,7 @@ def configure(
     }
     document = with_overrides(json.loads(params), kept)
     # The stages' sections (monitor is read by the serving side, not by a step).
-    names = ("data", "validate", "augment", "codec", "tokenize", "train", "evaluate", "triton", "export")
+    names = ("data", "validate", "augment", "codec", "tokenize", "train", "evaluate", "triton", "export", "deploy")
     return namedtuple("Sections", names)(*(json.dumps(document.get(name) or {}) for name in names))
 
 
@@ -296,23 +297,33 @@ def export(
 
 
 @component
-def deploy(onnx: Input[Model], service_name: str, namespace: str, apply: bool, manifest: Output[Artifact]) -> str:
-    """Create or replace the KServe InferenceService serving the export; with `apply` off, only write it."""
+def deploy(
+    deploy_params: str, onnx: Input[Model], service_name: str, namespace: str, apply: bool, manifest: Output[Artifact]
+) -> str:
+    """Roll the export out as the KServe InferenceService, by `deploy.rollout`: rolling (Standard mode: apply, then
+    wait until ready) or canary (Serverless mode: a share of traffic first, then promote or roll back). With `apply`
+    off, only write the manifest."""
     from pathlib import Path
 
     import yaml
 
-    from components.cluster.deploy import ServiceSpec, apply_inference_service, inference_service, storage_uri
+    from components.cluster.deploy import SERVERLESS, STANDARD, ServiceSpec, inference_service, storage_uri
+    from components.cluster.rollout import roll_out
+    from settings.params import section_text
 
+    settings = section_text(deploy_params, "deploy")
+    canary = settings.rollout == "canary"
     # Run here (kfp.local), the export is a local folder: the manifest names it as file:// and is not applied.
     spec = ServiceSpec(
         name=service_name,
         namespace=namespace,
         storage_uri=storage_uri(onnx.uri, local_ok=not apply),
         service_account="musicops-predictor",  # k8s/base: carries the object store's credentials
+        mode=SERVERLESS if canary else STANDARD,
+        canary_percent=settings.canary_percent if canary else None,
     )
     service = inference_service(spec)
     Path(manifest.path).write_text(yaml.safe_dump(service, sort_keys=False))
     if not apply:
         return f"written, not applied: {manifest.path}"
-    return f"{apply_inference_service(service)} InferenceService {namespace}/{service_name}"
+    return roll_out(service)

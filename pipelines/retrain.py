@@ -98,7 +98,11 @@ def _evaluate_and_deploy(settings, corpus, trained, service_name, namespace, dep
     _heavy(exported, "4", "16Gi", 0, resources)
     with dsl.If(evaluation.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
         deployed = steps.deploy(
-            onnx=exported.outputs["onnx"], service_name=service_name, namespace=namespace, apply=deploy_to_cluster
+            deploy_params=settings["deploy"],
+            onnx=exported.outputs["onnx"],
+            service_name=service_name,
+            namespace=namespace,
+            apply=deploy_to_cluster,
         ).set_display_name("deploy")
         # Always re-apply: a cached deploy would skip restoring a service someone deleted.
         deployed.set_caching_options(False).set_retry(**RETRIES)

@@ -322,6 +322,30 @@ class TritonSettings:
             raise ParamsError(f"triton.model_name {self.model_name!r} is taken by one of the ONNX models")
 
 
+ROLLOUTS = ("rolling", "canary")
+
+
+@dataclass(frozen=True)
+class DeployParams:
+    """How the pipeline's deploy step replaces the served model (components/cluster/rollout.py).
+
+    rolling: KServe's Standard mode, where the predictor's Deployment starts a new pod before it stops an old one.
+    canary: KServe's Serverless (Knative) mode, the only one that splits traffic between revisions: the new model
+    takes `canary_percent` of the requests until its revision is ready, then all of them, or none when it fails.
+    It needs Knative Serving and the runtime of k8s/overlays/canary (one container port).
+    """
+
+    rollout: str = "rolling"
+    canary_percent: int = 10
+
+    def check(self) -> None:
+        if self.rollout not in ROLLOUTS:
+            raise ParamsError(f"deploy.rollout must be one of {', '.join(ROLLOUTS)}, got {self.rollout!r}")
+        # 0 would send the canary nothing to prove itself on, and 100 is no canary at all.
+        if not 1 <= self.canary_percent <= 99:
+            raise ParamsError(f"deploy.canary_percent must be 1 to 99, got {self.canary_percent}")
+
+
 @dataclass(frozen=True)
 class MonitorParams:
     """Monitoring (monitoring/): the request log, the drift check's thresholds and the retraining it starts."""
@@ -364,6 +388,7 @@ SECTIONS = {
     "evaluate": EvaluateParams,
     "triton": TritonSettings,
     "export": ExportParams,
+    "deploy": DeployParams,
     "monitor": MonitorParams,
 }
 

@@ -8,10 +8,13 @@ The InferenceService names the `musicops-predictor` ServingRuntime (`serving_run
 once per namespace): the project image running the KServe predictor of serving/. KServe's storage initializer copies
 `storageUri` into /mnt/models before the predictor starts.
 
-Both run in KServe's Standard deployment mode (a Deployment, a Service `<name>-predictor` and a HorizontalPodAutoscaler
-on `scale_metric`): Knative mode allows one container port (no V2 gRPC) and restricts volume types. The runtime
-carries what is true of the image everywhere (command, ports, probes, a read-only root filesystem with writable /tmp
-and HOME); the InferenceService what differs per deployment (size, replicas, scaling).
+By default both run in KServe's Standard deployment mode (a Deployment, a Service `<name>-predictor` and a
+HorizontalPodAutoscaler on `scale_metric`), and a new model replaces the old by the Deployment's rolling update, with
+no replica taken away before its successor is ready. `mode="Serverless"` (Knative) is for canary rollouts
+(`canary_percent`, driven by components/cluster/rollout.py): Knative allows one container port (no V2 gRPC, see
+k8s/overlays/canary) and restricts volume types. The runtime carries what is true of the image everywhere (command,
+ports, probes, a read-only root filesystem with writable /tmp and HOME); the InferenceService what differs per
+deployment (size, replicas, scaling, rollout).
 """
 
 from __future__ import annotations
@@ -43,15 +46,21 @@ STORAGE_SCHEMES = ("s3", "gs", "pvc", "hdfs", "http", "https", "oci")
 # manifest, refused by apply_inference_service, since no cluster can read it.
 LOCAL_SCHEME = "file"
 HTTP_PORT, GRPC_PORT = 8080, 8081
+READY_TIMEOUT_S, POLL_S = 600.0, 5.0  # the predictor loads its model before it is ready: minutes, not seconds
 MODEL_NAME = "musicgen"  # the name in the predictor's V1/V2 routes (serving.predictor's --model_name default)
-# KServe's Standard mode: plain Deployment + Service + HPA. The autoscaler class must be named for KServe (0.16 on)
-# to validate a cpu/memory scaleMetric (without it the webhook checks them as Knative metrics and refuses them).
+MODE_ANNOTATION, AUTOSCALER_ANNOTATION = "serving.kserve.io/deploymentMode", "serving.kserve.io/autoscalerClass"
+STANDARD, SERVERLESS = "Standard", "Serverless"  # KServe's deployment modes: raw Deployment + HPA, or Knative
 ANNOTATIONS = {
-    "serving.kserve.io/deploymentMode": "Standard",
-    "serving.kserve.io/autoscalerClass": "hpa",
+    MODE_ANNOTATION: STANDARD,
+    # The autoscaler class must be named for KServe (0.16 on) to validate a cpu/memory scaleMetric (without it the
+    # webhook checks them as Knative metrics and refuses them). Serverless mode leaves it out: Knative's own KPA.
+    AUTOSCALER_ANNOTATION: "hpa",
     "serving.kserve.io/enable-prometheus-scraping": "true",  # prometheus.io/* on the pods: /metrics on the HTTP port
 }
 SCALE_METRICS = ("cpu", "memory")  # what the HPA of Standard mode scales on
+# Standard mode's rollout: the Deployment starts one extra pod and stops an old one only once the new one is ready,
+# so capacity never drops during a model change (the cluster needs room for one more predictor pod meanwhile).
+ROLLING_UPDATE = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
 
 
 class DeployError(ValueError):
@@ -73,8 +82,8 @@ class ServiceSpec:
     gpus: int = 0
     min_replicas: int = 1
     max_replicas: int = 4
-    # The HPA adds replicas when average CPU use passes 70% of the request: generation is CPU-bound on CPU nodes,
-    # and on GPU nodes the host side (sampling, codec, audio encoding) still tracks the load.
+    # Standard mode: the HPA adds replicas when average CPU use passes 70% of the request: generation is CPU-bound
+    # on CPU nodes, and on GPU nodes the host side (sampling, codec, audio encoding) still tracks the load.
     scale_metric: str = "cpu"
     scale_target: int = 70
     # Requests one replica takes at once: the predictor's --max_batch (8), all generated in one engine batch.
@@ -83,6 +92,11 @@ class ServiceSpec:
     container_concurrency: int = 8
     service_account: str | None = None  # one carrying the storage credentials (see `storage_uri`)
     node_selector: dict[str, str] = field(default_factory=dict)
+    # Standard (a rolling update of a Deployment) or Serverless (Knative revisions: the only mode with canaries).
+    mode: str = STANDARD
+    # Serverless only: the share of traffic (0-100) the newest revision gets while the previous one keeps the rest;
+    # None leaves the field out (the newest ready revision takes all traffic).
+    canary_percent: int | None = None
 
     def check(self) -> None:
         problems = [
@@ -105,6 +119,13 @@ class ServiceSpec:
             raise DeployError(
                 f"scale_metric must be one of {SCALE_METRICS} and scale_target a percentage (1-100), "
                 f"got {self.scale_metric!r} and {self.scale_target}"
+            )
+        if self.mode not in (STANDARD, SERVERLESS):
+            raise DeployError(f"mode must be {STANDARD} or {SERVERLESS}, got {self.mode!r}")
+        if self.canary_percent is not None and (self.mode != SERVERLESS or not 0 <= self.canary_percent <= 100):
+            raise DeployError(
+                f"canary_percent must be a percentage (0-100) in {SERVERLESS} mode (KServe splits traffic between "
+                f"revisions only there), got {self.canary_percent} in {self.mode} mode"
             )
         if self.container_concurrency < 0:
             raise DeployError(f"container_concurrency must be 0 (no limit) or more, got {self.container_concurrency}")
@@ -151,11 +172,19 @@ def storage_uri(artifact_uri: str, local_ok: bool = False) -> str:
 def inference_service(spec: ServiceSpec) -> dict[str, Any]:
     """The InferenceService (serving.kserve.io/v1beta1) for `spec`, checked first."""
     spec.check()
-    predictor: dict[str, Any] = {
-        "minReplicas": spec.min_replicas,
-        "maxReplicas": spec.max_replicas,
-        "scaleMetric": spec.scale_metric,
-        "scaleTarget": spec.scale_target,
+    annotations = dict(ANNOTATIONS)
+    predictor: dict[str, Any] = {"minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas}
+    if spec.mode == STANDARD:
+        predictor |= {"scaleMetric": spec.scale_metric, "scaleTarget": spec.scale_target}
+        predictor["deploymentStrategy"] = copy.deepcopy(ROLLING_UPDATE)
+    else:
+        # Knative's autoscaler (KPA) scales on concurrency and refuses cpu/memory and the hpa class; with no target
+        # given it aims at 70% of containerConcurrency per pod. Knative rolls out by revisions, not a Deployment.
+        annotations[MODE_ANNOTATION] = SERVERLESS
+        del annotations[AUTOSCALER_ANNOTATION]
+        if spec.canary_percent is not None:
+            predictor["canaryTrafficPercent"] = spec.canary_percent
+    predictor |= {
         "containerConcurrency": spec.container_concurrency,
         "securityContext": pod_security_context(),
         "model": {
@@ -177,7 +206,7 @@ def inference_service(spec: ServiceSpec) -> dict[str, Any]:
             "name": spec.name,
             "namespace": spec.namespace,
             "labels": {"app.kubernetes.io/name": MODEL_FORMAT, **LABELS},
-            "annotations": dict(ANNOTATIONS),
+            "annotations": annotations,
         },
         "spec": {"predictor": predictor},
     }
@@ -286,7 +315,7 @@ def _why(status: dict[str, Any], ready: bool) -> str:
 
 
 def wait_ready(
-    name: str, namespace: str = NAMESPACE, api: Any = None, timeout_s: float = 600, poll_s: float = 5
+    name: str, namespace: str = NAMESPACE, api: Any = None, timeout_s: float = READY_TIMEOUT_S, poll_s: float = POLL_S
 ) -> dict[str, Any]:
     """Poll the InferenceService until its Ready condition is True for its current spec; returns its status
     (`status["url"]` is the address clients call). DeployError on timeout names the last condition not yet True."""

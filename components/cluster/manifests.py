@@ -29,8 +29,10 @@ HEADERS = {
     ),
     "base/serving/inferenceservice.yaml": (
         "KServe InferenceService musicgen (Standard mode) serving an ONNX export from S3 with the musicops-predictor\n"
-        "runtime; its service account carries the bucket's endpoint and credentials (k8s/base/rbac.yaml). The\n"
-        "overlays patch its size, replicas and storage. Part of k8s/base: kubectl apply -k k8s/overlays/local",
+        "runtime; its service account carries the bucket's endpoint and credentials (k8s/base/rbac.yaml). A new model\n"
+        "rolls out pod by pod, none stopped before its successor is ready (deploymentStrategy). The overlays patch\n"
+        "its size, replicas and storage; k8s/overlays/canary makes it a Serverless canary.\n"
+        "Part of k8s/base: kubectl apply -k k8s/overlays/local",
         "components/cluster/deploy.py",
     ),
     "training/trainjob/runtime.yaml": (

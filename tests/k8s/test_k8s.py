@@ -35,7 +35,7 @@ from components.cluster.deploy import MODEL_NAME
 from components.cluster.kube import IMAGE, NAMESPACE
 from settings.params import section_from
 from tests.support import REPO
-from tests.support.crds import CRD_DIR, needs_crds, validate_against_crd
+from tests.support.crds import CRD_DIR, validate_against_crd
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +48,7 @@ KUSTOMIZATIONS = [
     "overlays/local",
     "overlays/gpu",
     "overlays/prod",
+    "overlays/canary",
     "training/trainjob",
     "training/pytorchjob",
 ]
@@ -105,15 +106,14 @@ def label(obj: dict[str, Any]) -> str:
 
 def schema_problems(objects: list[dict[str, Any]], version: str = KUBERNETES_VERSION) -> list[str]:
     """Every object against its schema: built-in kinds strictly (unknown fields refused), custom resources against
-    their CRD (skipped when ../shared/k8s-crds is absent), and a kind with neither is a problem itself."""
+    their CRD (vendored in k8s/crds), and a kind with neither is a problem itself."""
     problems = []
     for obj in objects:
         if obj["kind"] in CRDS:
-            if CRD_DIR.is_dir():
-                try:
-                    validate_against_crd(obj, CRDS[obj["kind"]])
-                except AssertionError as error:
-                    problems.append(f"{label(obj)}: {error}")
+            try:
+                validate_against_crd(obj, CRDS[obj["kind"]])
+            except AssertionError as error:
+                problems.append(f"{label(obj)}: {error}")
             continue
         try:
             kubernetes_validate.validate(obj, version, strict=True)
@@ -129,9 +129,8 @@ def schema_problems(objects: list[dict[str, Any]], version: str = KUBERNETES_VER
 
 
 @cache
-def _triton_runtime() -> dict[str, Any] | None:
-    path = CRD_DIR / TRITON_RUNTIME
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+def _triton_runtime() -> dict[str, Any]:
+    return yaml.safe_load((CRD_DIR / TRITON_RUNTIME).read_text())
 
 
 # Lists that a strategic merge patch merges item by item, by this key (the rest are replaced whole).
@@ -164,7 +163,7 @@ def _isvc_pod(isvc: dict[str, Any], objects: list[dict[str, Any]]) -> dict[str, 
     model = predictor["model"]
     runtimes = [o for o in objects if o["kind"] == "ServingRuntime" and o["metadata"]["name"] == model["runtime"]]
     triton = _triton_runtime()
-    if not runtimes and triton and triton["metadata"]["name"] == model["runtime"]:
+    if not runtimes and triton["metadata"]["name"] == model["runtime"]:
         runtimes = [triton]
     if not runtimes:
         return None
@@ -322,8 +321,7 @@ def policy_problems(objects: list[dict[str, Any]]) -> list[str]:
             problems.append(f"{label(obj)}: a Secret with data is committed")
     for where, pod, long_running in pods(objects):
         if pod is None:
-            if not (where.startswith("InferenceService/") and not CRD_DIR.is_dir()):
-                problems.append(f"{where}: its runtime is not in the render, so its pods cannot be checked")
+            problems.append(f"{where}: its runtime is not in the render, so its pods cannot be checked")
             continue
         for container in pod.get("initContainers", []) + pod["containers"]:
             problems += [
@@ -353,7 +351,6 @@ def test_every_built_in_object_validates_against_the_kubernetes_schema(name: str
     assert not problems, "\n".join(problems)
 
 
-@needs_crds
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_every_custom_resource_validates_against_its_crd(name: str):
     custom = [o for o in rendered(name) if o["kind"] in CRDS]
@@ -432,7 +429,6 @@ def test_the_builder_refuses_scaling_standard_mode_cannot_do(changes: dict[str, 
         inference_service(ServiceSpec(storage_uri="s3://musicops/models/musicgen/onnx", **changes))
 
 
-@needs_crds
 def test_the_triton_service_names_the_runtime_kserve_installs_and_a_format_it_serves():
     triton = named(rendered("base"), "InferenceService", "musicgen-triton")["spec"]["predictor"]["model"]
     runtime = _triton_runtime()
@@ -655,8 +651,7 @@ def test_the_checks_fail_on_a_broken_overlay(tmp_path: Path):
     assert "Deployment/musicops-dashboard container evidently: memory request 4Gi exceeds its limit 1Gi" in policy
     schema = "\n".join(schema_problems(objects))
     assert "Deployment/musicops-front: spec.template.spec.containers.0.tty: 'yes' is not of type" in schema
-    if CRD_DIR.is_dir():
-        assert "InferenceService/musicgen" in schema and "'replicas' was unexpected" in schema
+    assert "InferenceService/musicgen" in schema and "'replicas' was unexpected" in schema
     # Nothing else in the render is at fault: the checks name exactly what was broken.
     broken = ("Deployment/musicops-front", "Deployment/musicops-dashboard", "Secret/")
     assert all(line.startswith(broken) for line in policy.splitlines())

@@ -21,7 +21,6 @@ from tests.support import REPO
 from tests.support.crds import validate_against_crd
 from tests.support.micro_pipeline import MICRO_PARAMS
 
-CRDS = REPO.parent / "shared" / "k8s-crds"
 COMPONENTS = ("configure", "prepare", "validate", "augment", "train-codec", "tokenize", "train", "evaluate", "export")
 
 
@@ -74,8 +73,7 @@ def test_the_gate_passing_deploy_writes_the_inference_service_for_the_export(loc
     service = yaml.safe_load(first.manifest.read_text())
     assert service["kind"] == "InferenceService"
     assert service["spec"]["predictor"]["model"]["storageUri"] == f"file://{first.folder / 'export' / 'onnx'}"
-    if CRDS.is_dir():
-        validate_against_crd(service, "kserve-serving.kserve.io_inferenceservices.yaml")
+    validate_against_crd(service, "kserve-serving.kserve.io_inferenceservices.yaml")
 
 
 @pytest.mark.integration

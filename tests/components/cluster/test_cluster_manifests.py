@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from components.cluster.manifests import K8S_DIR, manifests, write_manifests
-from tests.support.crds import needs_crds, validate_against_crd
+from tests.support.crds import validate_against_crd
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +57,6 @@ def test_each_file_says_what_it_is_and_how_to_apply_it_then_holds_the_object(tmp
         assert "&id" not in text  # no YAML anchors: every part is written out
 
 
-@needs_crds
 @pytest.mark.parametrize("relative", EXPECTED)
 def test_each_manifest_is_valid_against_its_crd(relative: str):
     obj = manifests()[relative]

@@ -20,7 +20,7 @@ from components.cluster.deploy import (
     wait_ready,
 )
 from components.cluster.kube import GPU, ClusterUnreachable, custom_objects_api
-from tests.support.crds import needs_crds, validate_against_crd
+from tests.support.crds import validate_against_crd
 from tests.support.fake_kube import FakeApi
 
 pytestmark = pytest.mark.unit
@@ -41,7 +41,6 @@ def isvc_status(*conditions: tuple[str, str, str, str], generation: int = 1, obs
     }
 
 
-@needs_crds
 def test_inference_service_is_valid_and_serves_the_export_with_the_project_runtime():
     obj = inference_service(ServiceSpec(storage_uri=URI))
     validate_against_crd(obj, ISVC_CRD)
@@ -61,7 +60,6 @@ def test_inference_service_is_valid_and_serves_the_export_with_the_project_runti
     assert (obj["metadata"]["name"], obj["metadata"]["namespace"]) == ("musicgen", "musicops")
 
 
-@needs_crds
 def test_gpus_service_account_and_node_selector_appear_only_when_asked():
     spec = ServiceSpec(
         storage_uri=URI, gpus=1, service_account="minio-reader", node_selector={"nvidia.com/gpu.present": "true"}
@@ -74,7 +72,6 @@ def test_gpus_service_account_and_node_selector_appear_only_when_asked():
     assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
 
 
-@needs_crds
 def test_the_crd_check_is_strict_about_unknown_fields():
     obj = inference_service(ServiceSpec(storage_uri=URI))
     obj["spec"]["predictor"]["model"]["storageURI"] = obj["spec"]["predictor"]["model"].pop("storageUri")
@@ -82,7 +79,6 @@ def test_the_crd_check_is_strict_about_unknown_fields():
         validate_against_crd(obj, ISVC_CRD)
 
 
-@needs_crds
 def test_serving_runtime_is_valid_and_runs_the_predictor_cli():
     obj = serving_runtime(image="registry.example/musicops:dev")
     validate_against_crd(obj, RUNTIME_CRD)

@@ -18,7 +18,7 @@ from components.cluster.training_job import (
     train_args,
     trainjob,
 )
-from tests.support.crds import needs_crds, validate_against_crd
+from tests.support.crds import validate_against_crd
 from tests.support.fake_kube import FakeApi
 
 pytestmark = pytest.mark.unit
@@ -62,7 +62,6 @@ def test_train_args_are_options_of_the_trainer_cli():
     assert str(context.params["tokens"]) == f"{ROOT}/tokens" and str(context.params["model"]) == f"{ROOT}/model"
 
 
-@needs_crds
 def test_trainjob_is_valid_on_the_torch_distributed_runtime():
     obj = trainjob(SPEC)
     validate_against_crd(obj, TRAINJOB_CRD)
@@ -84,7 +83,6 @@ def test_trainjob_is_valid_on_the_torch_distributed_runtime():
     assert [v["name"] for v in override["volumes"]] == ["workspace"]  # no /dev/shm volume without GPUs
 
 
-@needs_crds
 def test_trainjob_with_gpus_requests_them_and_runs_one_process_per_gpu():
     obj = trainjob(GPU_SPEC)
     validate_against_crd(obj, TRAINJOB_CRD)
@@ -96,7 +94,6 @@ def test_trainjob_with_gpus_requests_them_and_runs_one_process_per_gpu():
     assert {"name": "dshm", "mountPath": "/dev/shm"} in override["containers"][0]["volumeMounts"]
 
 
-@needs_crds
 def test_pytorchjob_is_valid_with_a_master_and_workers():
     obj = pytorchjob(GPU_SPEC)
     validate_against_crd(obj, PYTORCHJOB_CRD)
@@ -116,7 +113,6 @@ def test_pytorchjob_is_valid_with_a_master_and_workers():
     assert replicas["Master"]["template"] is not replicas["Worker"]["template"]
 
 
-@needs_crds
 def test_pytorchjob_on_one_node_has_no_workers_and_no_gpu():
     obj = pytorchjob(JobSpec(name="single", workdir="runs/one", nodes=1))
     validate_against_crd(obj, PYTORCHJOB_CRD)
