@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from components.evaluation.gate import promote
 from model.build import build_model
@@ -28,10 +29,12 @@ from model.checkpoint import ModelCard, save_model
 from model.generation_params import GenerationParams
 from model.generator import BaseMusicGenerator
 from model.loader import load_generator
+from musicops.cli import app
 from serving.engine import GenerationEngine
 from serving.front.app import create_app, serve_in_thread
 from serving.reload import ModelReloader, ReloadRefused, fingerprint
 from serving.sources import LocalSource
+from settings.params import ServeSettings
 from tests.conftest import MICRO
 from tests.serving.test_front import wait_for
 
@@ -271,3 +274,15 @@ def test_a_model_of_another_sample_rate_is_refused_by_the_source(micro_dir):
 
     with pytest.raises(ReloadRefused, match="16000 Hz audio and the serving model 32000 Hz"):
         asyncio.run(swap())
+
+
+def test_musicops_serve_passes_its_reload_interval_to_the_front_and_0_turns_reloading_off(micro_dir, monkeypatch):
+    calls: list[dict] = []
+    monkeypatch.setattr("serving.local.serve_locally", lambda *args, **options: calls.append(options))
+    for interval in (["--reload-interval", "0.5"], [], ["--reload-interval", "0"]):
+        result = CliRunner().invoke(app, ["serve", "--model", str(micro_dir), "--no-log", *interval])
+        assert result.exit_code == 0, result.output
+    assert [options["reload_interval_s"] for options in calls] == [0.5, ServeSettings.reload_interval_s, 0.0]
+    assert LocalSource(micro_dir, reload_interval_s=0.0).reloader is None
+    watched = LocalSource(micro_dir, reload_interval_s=0.5).reloader
+    assert watched is not None and watched.folder == micro_dir and watched.interval_s == 0.5
