@@ -194,10 +194,14 @@ def test_a_broken_replacement_is_refused_and_the_old_model_serves_on(
     micro_dir, second_dir, evaluation, tmp_path, caplog
 ):
     promoted = promote(micro_dir, evaluation, tmp_path / "promoted")
-    broken = tmp_path / "broken"
-    shutil.copytree(micro_dir, broken)
-    weights = next(broken.glob("*.safetensors"))
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # half-written
+    half_written, wrong_shape = tmp_path / "half-written", tmp_path / "wrong-shape"
+    for folder in (half_written, wrong_shape):
+        shutil.copytree(micro_dir, folder)
+    weights = half_written / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    config = json.loads((wrong_shape / "config.json").read_text())
+    config["decoder"]["ffn_dim"] //= 2  # the weights no longer fit the layers
+    (wrong_shape / "config.json").write_text(json.dumps(config))
     source = LocalSource(promoted / "model", reload_interval_s=INTERVAL_S)
     caplog.set_level(logging.INFO, logger="serving.reload")
     with serve_in_thread(create_app(source)) as url:
@@ -205,11 +209,12 @@ def test_a_broken_replacement_is_refused_and_the_old_model_serves_on(
         traffic = Traffic(url)
         try:
             wait_for(lambda: len(traffic.answers) >= 1, "an answer from the first model")
-            promote(broken, evaluation, promoted)
-            wait_for(lambda: reload_count(url, "refused") == 1.0, "the broken model to be refused")
-            served = len(traffic.answers)
-            wait_for(lambda: len(traffic.answers) >= served + 2, "answers after the refusal")
-            assert info(url) == first  # the old model, loaded once, still serves
+            for refused, broken in enumerate((half_written, wrong_shape), start=1):
+                promote(broken, evaluation, promoted)
+                wait_for(lambda: reload_count(url, "refused") == refused, f"the {broken.name} model to be refused")  # noqa: B023
+                served = len(traffic.answers)
+                wait_for(lambda: len(traffic.answers) >= served + 2, "answers after the refusal")  # noqa: B023
+                assert info(url) == first  # the old model, loaded once, still serves
             # The refusal is not sticky: the next good model comes in.
             promote(second_dir, evaluation, promoted)
             wait_for(lambda: info(url)["fingerprint"] == fingerprint(promoted / "model"), "the good model to serve")
@@ -217,12 +222,12 @@ def test_a_broken_replacement_is_refused_and_the_old_model_serves_on(
             wait_for(lambda: len(traffic.served_by(second)) >= 1, "an answer from the good model")
         finally:
             traffic.finish()
-        assert reload_count(url, "loaded") == 1.0 and reload_count(url, "refused") == 1.0
+        assert reload_count(url, "loaded") == 1.0 and reload_count(url, "refused") == 2.0
     assert_all_whole(traffic, source.sample_rate)
     assert {answer.model for answer in traffic.answers} == {first["fingerprint"], second}
-    refusals = [record for record in caplog.records if record.levelno == logging.ERROR]
-    assert len(refusals) == 1
-    assert str(promoted / "model") in refusals[0].getMessage() and "does not load" in refusals[0].getMessage()
+    refusals = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(refusals) == 2 and all(str(promoted / "model") in message for message in refusals)
+    assert all("does not load" in message for message in refusals) and "mismatched" in refusals[1]
 
 
 # -- the parts, without a server -----------------------------------------------------------------------------------
