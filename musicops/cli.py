@@ -14,6 +14,7 @@ from model.generation_params import GenerationParams
 from monitoring.cli import app as monitor_app
 from pipelines.cli import app as pipeline_app
 from settings import paths
+from settings.params import ServeSettings
 
 app = typer.Typer(
     help="musicops: train, measure, serve and watch MusicGen-style text-to-music models.",
@@ -214,13 +215,24 @@ def serve(
     ] = None,
     log: Annotated[bool, typer.Option(help="Log every request for monitoring.")] = True,
     log_dir: Annotated[Path | None, typer.Option(help="The request log. Default: params.yaml monitor.log_dir.")] = None,
+    reload_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between checks for a new model in the served folder (e.g. after `musicops promote`): "
+            "the front swaps it in between requests, with no restart. 0 turns it off."
+        ),
+    ] = ServeSettings.reload_interval_s,
 ) -> None:
     """Serve a model here: the web page and streaming API (front) and the KServe predictor, on 127.0.0.1."""
+    import logging
+
     from model.torch_threads import keep_to_one_thread
     from serving.local import FALLBACK_PRESET, default_model, request_logger, serve_locally
     from settings.params import MonitorParams, ParamsError, load_section
 
     threads = keep_to_one_thread()  # before the reference build loads anything: the engine's worker takes the cores
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("serving.reload").setLevel(logging.INFO)  # a model swapped in is worth a line, like a refusal
     source = model or default_model()
     if source == FALLBACK_PRESET and model is None:
         typer.secho(
@@ -235,7 +247,17 @@ def serve(
             log_dir = log_dir or Path(settings.log_dir)
             logger = request_logger(source, log_dir, Path(settings.reference), paths.MONITOR_REFERENCE, typer.echo)
         ports = (predictor_port, grpc_port) if predictor else None
-        serve_locally(source, backend, port, ports, api_key, typer.echo, request_log=logger, threads=threads)
+        serve_locally(
+            source,
+            backend,
+            port,
+            ports,
+            api_key,
+            typer.echo,
+            request_log=logger,
+            threads=threads,
+            reload_interval_s=reload_interval,
+        )
     except (OSError, RuntimeError, TimeoutError, ParamsError) as error:
         raise fail(str(error).splitlines()[0]) from None
 

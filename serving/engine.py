@@ -53,6 +53,7 @@ class StreamStats:
     first_chunk_s: float | None = None  # submit to its first audio chunk
     generation_s: float = 0.0  # submit to its last chunk
     audio_s: float = 0.0
+    model: str | None = None  # which model made it (serving/reload.py's fingerprint), when the server knows
 
     @property
     def real_time_factor(self) -> float:
@@ -161,6 +162,17 @@ class GenerationEngine:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+    def drain(self, timeout_s: float | None = None) -> None:
+        """Finish every request already submitted (queued or decoding), then let the worker go. For an engine
+        that no longer receives requests: a hot reload's old model (serving/reload.py), whose streams end on
+        the model they started with. Unlike `stop()`, nothing is cancelled."""
+        # The worker serves what it set aside before it reads the queue again, and the sentinel queues behind
+        # every request already submitted, so it only reaches the sentinel when nothing is left.
+        self._queue.put(None)
+        thread = self._thread  # stop() may clear it meanwhile (a shutdown during the drain)
+        if thread is not None:
+            thread.join(timeout_s)
 
     def submit(self, prompt: str, params: GenerationParams) -> AudioStream:
         """Queue one request; raises EngineBusy when the queue is full, ModelInputError for bad params."""

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from settings import paths
+from settings.params import ServeSettings
 
 # What `musicops serve` serves when no model is named: the model the gate promoted, else the last trained one.
 DEFAULT_MODELS = (paths.PROMOTED / "model", paths.MODEL)  # the promoted model first, else the last trained
@@ -52,10 +53,13 @@ def serve_locally(
     stop: threading.Event | None = None,
     request_log: Callable[[dict], None] | None = None,
     threads: int | None = None,
+    reload_interval_s: float = ServeSettings.reload_interval_s,
 ) -> None:
     """Serve until `stop` is set, Ctrl-C or SIGTERM. `predictor_ports` None: the front alone. `request_log`
     gets every generation the front serves (monitoring's RequestLogger; closed here on the way out).
-    `threads`: the front engine's torch threads (see model/torch_threads.py)."""
+    `threads`: the front engine's torch threads (see model/torch_threads.py). `reload_interval_s`: how often the
+    front checks a model directory for a replacement and swaps it in between requests (serving/reload.py); 0: never.
+    The KServe predictor keeps the model it started with."""
     from serving.front.app import FrontSettings, create_app, serve_in_thread
     from serving.launch import PredictorProcess
     from serving.sources import LocalSource
@@ -71,13 +75,14 @@ def serve_locally(
             stack.callback(predictor.stop)
         if request_log is not None and hasattr(request_log, "close"):
             stack.callback(request_log.close)  # after the front stops: its last requests are written
-        app = create_app(
-            LocalSource(model, backend, threads=threads), FrontSettings(api_key=api_key, request_log=request_log)
-        )
+        source = LocalSource(model, backend, threads=threads, reload_interval_s=reload_interval_s)
+        app = create_app(source, FrontSettings(api_key=api_key, request_log=request_log))
         url = stack.enter_context(serve_in_thread(app, port=port))
         if predictor is not None:
             predictor.wait_ready()
         echo(f"model      {model}")
+        if source.reloader is not None:
+            echo(f"reload     a new model in {model} replaces this one (checked every {reload_interval_s:g} s)")
         echo(f"page       {url}/")
         echo(f"API docs   {url}/docs  (REST, SSE /v1/generate/stream, WebSocket /v1/stream; metrics at /metrics)")
         if predictor is not None:

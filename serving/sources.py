@@ -31,6 +31,7 @@ from model.generation_params import GenerationParams
 from model.generator import BaseMusicGenerator
 from model.loader import load_generator
 from serving.engine import GenerationEngine, StreamStats
+from serving.reload import ModelReloader, ModelVersion, ReloadRefused, fingerprint
 
 SEED_LIMIT = 2**31  # a seed drawn here fits every client's integer type (JavaScript's included)
 
@@ -75,7 +76,10 @@ class AudioSource(Protocol):
 
 
 class LocalSource:
-    """A GenerationEngine (dynamic batching, bounded queue, cancellation) over a generator in this process."""
+    """A GenerationEngine (dynamic batching, bounded queue, cancellation) over a generator in this process.
+
+    With `reload_interval_s` and a model directory, the directory is watched (serving/reload.py): a replacement
+    loads beside the serving model and takes the new requests, while the old engine finishes the ones it has."""
 
     def __init__(
         self,
@@ -83,17 +87,27 @@ class LocalSource:
         backend: str = "auto",
         *,
         load_options: dict[str, Any] | None = None,
+        reload_interval_s: float = 0.0,
         **engine_options: Any,
     ) -> None:
         """`model` is a model directory or preset name loaded with `load_generator(model, backend, **load_options)`,
         or an already loaded generator (tests share one between apps). `engine_options` go to GenerationEngine
         (serving/engine.py has their defaults): e.g. `join` (requests may join a running batch) and `threads`
-        (the engine worker's torch threads, see model/torch_threads.py)."""
-        generator = (
-            model if isinstance(model, BaseMusicGenerator) else load_generator(model, backend, **(load_options or {}))
-        )
+        (the engine worker's torch threads, see model/torch_threads.py). `reload_interval_s`: seconds between
+        checks of a model directory for a replacement; 0 (or a preset, or a generator) never reloads."""
+        in_memory = isinstance(model, BaseMusicGenerator)
+        folder = None if in_memory or not Path(model).is_dir() else Path(model)
+        current = fingerprint(folder) if folder is not None else None  # before loading: a change while it loads shows
+        generator = model if in_memory else load_generator(model, backend, **(load_options or {}))
         self.generator = generator
         self.engine = GenerationEngine(generator, **engine_options)
+        self.version = ModelVersion.of("(in memory)" if in_memory else model, current, generator.card)
+        self.reloader: ModelReloader[BaseMusicGenerator] | None = None
+        if folder is not None and reload_interval_s > 0:
+            load = lambda path: load_generator(path, backend, **(load_options or {}))  # noqa: E731
+            self.reloader = ModelReloader(folder, load, self.swap, reload_interval_s, current)
+        self._engine_options = engine_options
+        self._retiring: dict[GenerationEngine, asyncio.Task] = {}  # old engines finishing their requests
         self._started = False
 
     @property
@@ -107,16 +121,43 @@ class LocalSource:
     async def start(self) -> None:
         self.engine.start()
         self._started = True
+        if self.reloader is not None:
+            self.reloader.start()
 
     async def stream(self, prompt: str, params: GenerationParams) -> GenerationStream:
-        return self.engine.submit(prompt, params)
+        # No await between reading self.engine and submitting: a swap (on this loop) cannot fall in between.
+        stream = self.engine.submit(prompt, params)
+        stream.stats.model = self.version.fingerprint
+        return stream
+
+    def swap(self, generator: BaseMusicGenerator, version: ModelVersion) -> None:
+        """Serve new requests with `generator`; the old engine finishes what it holds, then stops. Call on the
+        event loop (ModelReloader does). Raises ReloadRefused for a model clients could not take unawares."""
+        if generator.sample_rate != self.sample_rate:
+            # Clients (the page, /v1/info) were told the sample rate: changing it needs a restart they notice.
+            raise ReloadRefused(
+                f"it makes {generator.sample_rate} Hz audio and the serving model {self.sample_rate} Hz; "
+                "restart the server to change the sample rate"
+            )
+        # The worker's torch threads as the first engine had them: this (event loop) thread may have other counts.
+        engine = GenerationEngine(generator, **{**self._engine_options, "threads": self.engine.threads})
+        engine.start()
+        old, self.engine, self.generator, self.version = self.engine, engine, generator, version
+        retiring = asyncio.get_running_loop().create_task(asyncio.to_thread(old.drain), name="retire-engine")
+        self._retiring[old] = retiring
+        retiring.add_done_callback(lambda _: self._retiring.pop(old, None))
 
     async def ready(self) -> bool:
         return self._started and not self.engine.stopping
 
     async def close(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
         # stop() joins the worker thread, which finishes its current decoding step first.
         await asyncio.to_thread(self.engine.stop)
+        for old, retiring in list(self._retiring.items()):  # shutting down: old engines stop like the new one
+            await asyncio.to_thread(old.stop)
+            await asyncio.gather(retiring, return_exceptions=True)
 
 
 class RemoteStream:

@@ -378,6 +378,15 @@ class MonitorParams:
             raise ParamsError("monitor.min_rows, monitor.flush_rows and monitor.flush_seconds must be positive")
 
 
+@dataclass(frozen=True)
+class ServeSettings:
+    """`musicops serve`'s own switches. Not a params.yaml section: no stage reads them, and changing one must not
+    make DVC or the cluster's copy of params.yaml think the pipeline's parameters changed."""
+
+    # Seconds between checks of the served model's folder for a replacement (`musicops promote`); 0: never.
+    reload_interval_s: float = 5.0
+
+
 SECTIONS = {
     "data": DataParams,
     "validate": ValidateParams,

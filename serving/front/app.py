@@ -9,12 +9,13 @@ or WebSocket):
 
 - `POST /v1/generate`, JSON {prompt, duration, guidance, temperature, top_k, top_p, seed} -> audio/wav (16-bit
   mono), with headers X-Seed, X-Sample-Rate, X-First-Chunk-Ms, X-Generation-Ms, X-Queued-Ms, X-Real-Time-Factor,
-  X-Audio-Seconds and Server-Timing.
+  X-Audio-Seconds, X-Model (the fingerprint of the model that made it) and Server-Timing.
 - `GET /v1/generate/stream?prompt=...&duration=...` -> text/event-stream: `event: header` {sample_rate, channels,
   format: "pcm16"}, an `event: chunk` per chunk (base64 of 16-bit little-endian PCM), then `event: stats` (seed,
   first_chunk_ms, generation_ms, real_time_factor, samples, ...) or `event: error` {status, message}.
 - `WS /v1/stream`: see serving/front/ws.py for its messages and close codes.
-- `GET /v1/info` (no key needed): audio format, limits and defaults, for the page. `/healthz` (the process is
+- `GET /v1/info` (no key needed): audio format, limits and defaults, for the page, and which model serves
+  (`model`: path, fingerprint, load time; it changes when a new model is hot-reloaded). `/healthz` (the process is
   alive), `/readyz` (the audio source is ready, else 503), `/metrics` (Prometheus), `/docs` (OpenAPI), `/` (the page).
 
 Limits: `max_concurrent_streams` generations at once and `max_queue` more waiting for a slot; beyond that a request
@@ -53,6 +54,7 @@ from serving.front.state import Front, FrontSettings
 from serving.front.ws import serve_socket
 from serving.sources import AudioSource, LocalSource, RemoteSource, SourceError
 from serving.wire import pcm16_base64, sse, wav_bytes
+from settings.params import ServeSettings
 
 # The front's API in one import: FrontSettings and Front live in serving/front/state.py (shared with ws.py).
 __all__ = ["Front", "FrontSettings", "create_app", "main", "serve_in_thread"]
@@ -68,6 +70,7 @@ TIMING_HEADERS = [
     "X-Queued-Ms",
     "X-Real-Time-Factor",
     "X-Audio-Seconds",
+    "X-Model",
     "Server-Timing",
 ]
 
@@ -155,6 +158,7 @@ def create_app(source: AudioSource, settings: FrontSettings | None = None) -> Fa
             "X-Queued-Ms": str(stats["queued_ms"]),
             "X-Real-Time-Factor": str(stats["real_time_factor"]),
             "X-Audio-Seconds": str(stats["audio_seconds"]),
+            "X-Model": str(stats["model"]),
             "Server-Timing": f"first_chunk;dur={stats['first_chunk_ms']}, generation;dur={stats['generation_ms']}",
         }
         return Response(wav_bytes(run.audio(), run.sample_rate), media_type="audio/wav", headers=headers)
@@ -203,7 +207,8 @@ def create_app(source: AudioSource, settings: FrontSettings | None = None) -> Fa
 
     @app.get("/v1/info", tags=["operations"])
     async def info() -> dict[str, Any]:
-        """What the page needs: the audio format, the limits and defaults, and whether a key is needed."""
+        """What the page needs: the audio format, the limits and defaults, whether a key is needed, and which model
+        serves (its fingerprint and load time)."""
         return {
             "title": settings.title,
             "sample_rate": source.sample_rate,
@@ -213,6 +218,7 @@ def create_app(source: AudioSource, settings: FrontSettings | None = None) -> Fa
             "default_duration": front.default_duration,
             "max_prompt_chars": settings.max_prompt_chars,
             "auth_required": settings.api_key is not None,
+            "model": front.model(),  # changes when a hot reload swaps a new model in (serving/reload.py)
         }
 
     @app.get("/healthz", tags=["operations"])
@@ -306,13 +312,18 @@ def main() -> None:
         join: Annotated[
             bool, typer.Option(help="Let requests join a batch that is already decoding (torch backend).")
         ] = True,
+        reload_interval: Annotated[
+            float, typer.Option(help="Seconds between checks of --model's folder for a new model; 0: never.")
+        ] = ServeSettings.reload_interval_s,
     ) -> None:
         """Serve the musicops front: the web page, the REST and streaming API, /metrics."""
         if (model is None) == (remote is None):
             raise typer.BadParameter("give --model (served here) or --remote (a V2 endpoint), not both")
         threads = keep_to_one_thread()  # before any torch work here: the engine's worker takes the cores
         source = (
-            RemoteSource(remote, remote_model) if remote else LocalSource(model, backend, join=join, threads=threads)
+            RemoteSource(remote, remote_model)
+            if remote
+            else LocalSource(model, backend, join=join, threads=threads, reload_interval_s=reload_interval)
         )
         request_log = None
         if log_dir:  # without a local model there is no text encoder: the log has no prompt embeddings

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.front.admission import Admission
@@ -13,7 +16,8 @@ from serving.front.admission import Admission
 class FrontMetrics:
     """Requests by route and status, latency, first-chunk latency, real-time factor, active and queued streams."""
 
-    def __init__(self, admission: Admission) -> None:
+    def __init__(self, admission: Admission, reloads: Callable[[], dict[str, int]] | None = None) -> None:
+        """`reloads`: the hot reloader's counts by outcome (serving/reload.py), when the model can be reloaded."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "musicops_front_requests",
@@ -47,6 +51,25 @@ class FrontMetrics:
         active.set_function(lambda: admission.active)
         queued = Gauge("musicops_front_queued_requests", "Requests waiting for a slot.", registry=self.registry)
         queued.set_function(lambda: admission.waiting)
+        if reloads is not None:
+            self.registry.register(_ReloadCounter(reloads))
+
+
+class _ReloadCounter(Collector):
+    """`musicops_front_model_reloads_total{outcome="loaded"|"refused"}`, read from the reloader when scraped."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "musicops_front_model_reloads",
+            "New models the hot reload put in service (loaded) or turned away (refused).",
+            labels=["outcome"],
+        )
+        for outcome, count in self.counts().items():
+            family.add_metric([outcome], count)
+        yield family
 
 
 class MetricsMiddleware:

@@ -54,6 +54,7 @@ class Run:
             "sample_rate": self.sample_rate,
             "batch_size": stats.batch_size if stats else 0,
             "cancelled": self.cancelled,
+            "model": stats.model if stats else None,  # the served model's fingerprint (serving/reload.py)
         }
 
     def record(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from serving.front.admission import Admission, Lease, Overloaded
 from serving.front.metrics import FrontMetrics
 from serving.front.request import request_models
 from serving.front.run import Run
-from serving.sources import AudioSource, SourceError
+from serving.sources import AudioSource, LocalSource, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,13 @@ class Front:
             settings.max_prompt_chars, self.max_duration, self.default_duration
         )
         self.admission = Admission(settings.max_concurrent_streams, settings.max_queue)
-        self.metrics = FrontMetrics(self.admission)
+        reloader = source.reloader if isinstance(source, LocalSource) else None
+        self.metrics = FrontMetrics(self.admission, reloads=None if reloader is None else reloader.counts.copy)
         self._logging: set[asyncio.Future] = set()
+
+    def model(self) -> dict[str, Any] | None:
+        """Which model serves now (path, fingerprint, load time, its card's dates); None for a remote source."""
+        return self.source.version.to_json() if isinstance(self.source, LocalSource) else None
 
     def key_ok(self, *candidates: str | None) -> bool:
         """Whether any candidate is the API key (always, when none is set); compared in constant time."""
