@@ -34,6 +34,9 @@ class ModelCard:
     extend_stride_seconds: float = 18.0
     max_duration_seconds: float = 300.0
     data_version: str | None = None
+    # The data sources beyond the main corpus it was trained on: name -> content digest (settings.data_sources),
+    # so the drift check knows whether there is data this model has not seen.
+    data_sources: dict[str, str] = field(default_factory=dict)
     training_commit: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

@@ -46,6 +46,8 @@ class DataParams:
     sample_rate: int = 32_000
     splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1})
     audio_format: str = "flac"  # flac (lossless, about half of wav) or wav
+    # The user's data sources read beside `source`: names of folders under data/sources (settings.data_sources)
+    sources: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         if set(self.splits) != {"train", "valid", "test"} or any(v < 0 for v in self.splits.values()):

@@ -30,6 +30,10 @@ MONITOR_REPORT = MONITORING / "report"  # `musicops monitor report`'s HTML
 PIPELINE_ROOT = ARTIFACTS / "pipeline"  # kfp.local runs, one folder per run
 DEMO = ARTIFACTS / "demo"  # `musicops demo`'s loss plot
 
+# The user's own data: one folder of audio and captions per source (`musicops data add` puts it there, DVC-tracked),
+# read by the prepare stage beside the main corpus when params.yaml's data.sources names it.
+DATA_SOURCES = Path("data/sources")
+
 # The project's base model (a MusicGen directory, ours or facebook/musicgen-small's layout) that
 # `train.init_from: base` fine-tunes; the user puts it there, nothing in the pipeline writes it.
 BASE_MODEL = Path("models/base")
