@@ -8,6 +8,7 @@ only when a command runs, so `musicops --help` stays fast.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -87,6 +88,22 @@ def _reference(settings: MonitorParams, reference_dir: Path | None, model: Path)
         except ModelInputError as error:
             raise _fail(str(error)) from None
     return read_reference(folder), folder
+
+
+def _unseen(params: Path) -> list[str] | None:
+    """The data sources the promoted model has not seen (settings.data_sources), or None with no promoted model
+    (then a retraining is the first training, and any drift may start it)."""
+    from model.checkpoint import ModelCard
+    from settings.data_sources import source_digests, unseen_sources
+
+    try:
+        data = load_section(params, "data")
+        promoted = paths.PROMOTED / "model"  # where train.init_from=promoted starts (components/training/start.py)
+        if not (promoted / "config.json").is_file():
+            return None
+        return unseen_sources(source_digests(data.sources), ModelCard.read(promoted).data_sources)
+    except (ParamsError, FileNotFoundError) as error:
+        raise _fail(f"{error} (data.sources names folders under {paths.DATA_SOURCES}: `musicops data add`)") from None
 
 
 def _fad(folder: Path) -> FadReference | None:
@@ -206,9 +223,8 @@ def check(
     from monitoring.trigger import start_retraining
 
     state_file = state or log.parent / "trigger_state.json"
-
-    def launch(kind: str, host: str | None) -> str:
-        return start_retraining(kind, host, log_file=state_file.parent / "retrain.log")
+    unseen = _unseen(params)
+    launch = functools.partial(start_retraining, log_file=state_file.parent / "retrain.log", fine_tune=bool(unseen))
 
     try:
         result = run_check(
@@ -225,6 +241,7 @@ def check(
             kfp_host=settings.kfp_host,
             dry_run=dry_run,
             launcher=launch,
+            unseen=unseen,
         )
     except FileNotFoundError as error:
         raise _fail(str(error)) from None

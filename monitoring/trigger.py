@@ -9,8 +9,12 @@ Verdicts: "no data" (fewer than `min_rows` requests in the window), "ok", or "dr
 - the window's FAD (mel) exceeds `max_fad_ratio` times the evaluation's FAD, both against the real held-out
   audio's statistics (monitoring.quality).
 
-Retraining is `dvc repro` in the repository (started in the background; its output goes to a log file beside
-the state file) or `musicops pipeline submit --host KFP_HOST` (waited for: it only uploads a run). Monitoring
+A retraining starts only when there is data the promoted model has not seen (`unseen`: the data sources of
+settings.data_sources that its card does not list with their current digest): a drift no data can fix is
+reported with what to add instead. Retraining is `dvc repro` in the repository, or, with a promoted model to
+start from, `dvc exp run -S train.init_from=promoted`, which fine-tunes it on the data as it is now (started in
+the background; its output goes to a log file beside the state file), or `musicops pipeline submit --host
+KFP_HOST` (waited for: it only uploads a run). Monitoring
 does not import the pipelines: both run as subprocesses. A JSON state file keeps the last trigger's time and
 its drift signature (the groups that drifted, and "fad"): within `cooldown` of it, a drift whose signature is
 covered by the last one is held back; a new kind of drift, or any drift after the cool-down, starts another.
@@ -18,6 +22,7 @@ covered by the last one is held back; a new kind of drift, or any drift after th
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -95,7 +100,8 @@ class CheckResult:
     window_fad: float | None = None
     fad_ratio: float | None = None
     signature: list[str] = field(default_factory=list)
-    retraining: str = "not needed"  # "not needed", "started", "held back", "dry run" or "failed"
+    # "not needed", "started", "held back", "no new data", "dry run" or "failed"
+    retraining: str = "not needed"
     detail: str = ""  # the command started, or why it was held back or failed
     explanation: list[str] = field(default_factory=list)  # on drift: what drifted, in words (monitoring.explain)
 
@@ -142,9 +148,16 @@ def _write_state(path: Path, now: datetime, signature: list[str], detail: str) -
         handle.write((json.dumps(state, indent=1) + "\n").encode())
 
 
-def retrain_command(kind: str, kfp_host: str | None = None) -> tuple[list[str], str]:
-    """The command a retraining runs (in the repository root), and how to show it."""
+FINE_TUNE = "train.init_from=promoted"  # the parameter a fine-tuning retraining sets (dvc exp run -S)
+ADD_DATA = "musicops data add FOLDER --captions FILE"
+
+
+def retrain_command(kind: str, kfp_host: str | None = None, fine_tune: bool = False) -> tuple[list[str], str]:
+    """The command a retraining runs (in the repository root), and how to show it. `fine_tune` starts training
+    from the promoted model (a DVC experiment that sets train.init_from) rather than from params.yaml's start."""
     if kind == "dvc":
+        if fine_tune:
+            return [sys.executable, "-m", "dvc", "exp", "run", "-S", FINE_TUNE], f"dvc exp run -S {FINE_TUNE}"
         return [sys.executable, "-m", "dvc", "repro"], "dvc repro"
     if kind == "kfp":
         if not kfp_host:
@@ -155,12 +168,16 @@ def retrain_command(kind: str, kfp_host: str | None = None) -> tuple[list[str], 
 
 
 def start_retraining(
-    kind: str, kfp_host: str | None = None, cwd: str | Path | None = None, log_file: str | Path | None = None
+    kind: str,
+    kfp_host: str | None = None,
+    cwd: str | Path | None = None,
+    log_file: str | Path | None = None,
+    fine_tune: bool = False,
 ) -> str:
     """Start a retraining in `cwd` (default: the working directory, the repository root where dvc.yaml and
-    params.yaml are); return one line saying what was started. `dvc repro` runs in the background (it takes as
-    long as training does) with its output in `log_file`; a Kubeflow submission is waited for."""
-    command, shown = retrain_command(kind, kfp_host)
+    params.yaml are); return one line saying what was started. DVC runs in the background (it takes as long as
+    training does) with its output in `log_file`; a Kubeflow submission is waited for."""
+    command, shown = retrain_command(kind, kfp_host, fine_tune)
     cwd = Path(cwd) if cwd else Path.cwd()
     if kind == "kfp":
         done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
@@ -174,6 +191,10 @@ def start_retraining(
         # A new session: the retraining outlives the check (a CronJob's pod or a terminal that closes).
         process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     return f"{shown} (pid {process.pid}, output in {log})"
+
+
+def _on(unseen: Sequence[str] | None) -> str:
+    return f" on new data: {', '.join(unseen)}" if unseen else ""
 
 
 def check(
@@ -193,11 +214,14 @@ def check(
     launcher: Launcher | None = None,
     now: datetime | None = None,
     features: Sequence[str] = DRIFT_FEATURES,
+    unseen: Sequence[str] | None = None,
 ) -> CheckResult:
     """Check the window of `log` (a request-log folder or a loaded frame) ending at `now` against `reference`.
 
-    On drift, retraining starts through `launcher(kind, kfp_host)` (default `start_retraining`) unless the
-    cool-down holds it back or `dry_run` is set; only a started retraining is written to `state_file`.
+    On drift, retraining starts through `launcher(kind, kfp_host)` (default `start_retraining`) unless there is
+    no new data (`unseen` given and empty: the data sources the promoted model has not seen), the cool-down holds
+    it back or `dry_run` is set; only a started retraining is written to `state_file`. `unseen` None: no
+    promoted model to compare with, so any drift may retrain.
     """
     span = parse_duration(window)
     now = _utc(now or datetime.now(UTC))
@@ -235,6 +259,13 @@ def check(
 
     result.verdict, result.signature = "drift", signature
     result.explanation = explain(current, reference, drift.drifted)
+    if unseen is not None and not unseen:
+        result.retraining = "no new data"
+        result.detail = (
+            "the promoted model has seen all the data, so a retraining would learn nothing new: add recordings "
+            f"like this traffic with `{ADD_DATA}`, then check again"
+        )
+        return result
     state_path = Path(state_file) if state_file else None
     state = _read_state(state_path) if state_path else None
     cooling = state is not None and now - _utc(state["time"]) < parse_duration(cooldown)
@@ -242,14 +273,17 @@ def check(
         until = _utc(state["time"]) + parse_duration(cooldown)
         result.retraining, result.detail = "held back", f"cool-down until {until.isoformat(timespec='minutes')}"
         return result
+    fine_tune = bool(unseen)  # new data and a promoted model to start from
     if dry_run:
         try:
-            result.retraining, result.detail = "dry run", "would run " + retrain_command(retrain, kfp_host)[1]
+            result.retraining = "dry run"
+            result.detail = "would run " + retrain_command(retrain, kfp_host, fine_tune)[1] + _on(unseen)
         except RetrainError as error:
             result.retraining, result.detail = "failed", str(error)
         return result
     try:
-        result.detail = (launcher or start_retraining)(retrain, kfp_host)
+        launch = launcher or functools.partial(start_retraining, fine_tune=fine_tune)
+        result.detail = launch(retrain, kfp_host) + _on(unseen)
     except (RetrainError, OSError, subprocess.SubprocessError) as error:
         result.retraining, result.detail = "failed", str(error)
         return result

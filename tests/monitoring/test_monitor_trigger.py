@@ -168,7 +168,8 @@ def test_retrain_commands_run_dvc_or_submit_through_the_musicops_cli():
         retrain_command("airflow")
 
 
-def test_cli_check_prints_one_line_and_exits_by_verdict(tmp_path, reference):
+def test_cli_check_prints_one_line_and_exits_by_verdict(tmp_path, reference, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no promoted model here: any drift may retrain (tests/monitoring/test_new_data.py)
     reference_dir = write_reference(reference, tmp_path / "built")
     params = tmp_path / "params.yaml"
     params.write_text(
