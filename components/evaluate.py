@@ -37,6 +37,7 @@ from tqdm import tqdm
 from components.corpus.manifest import Clip, ManifestError, read_manifest
 from components.evaluation.adherence import ADHERENCE, adherence, continuation_adherence
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
+from components.evaluation.datasets import CORPUS, dataset_of, held_out_splits
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
 from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
 from components.evaluation.significance import paired_gain
@@ -148,10 +149,13 @@ def evaluate(
     from model.embedders import make_embedder
 
     clips = read_manifest(corpus_dir)
-    tests = [clip for clip in clips if clip.split == "test"][: params.max_prompts]
-    references = _pick([clip for clip in clips if clip.split == "train"], params.reference_clips, params.seed)
-    if not tests:
+    splits = held_out_splits(clips, params.max_prompts)
+    if CORPUS not in splits:
         raise EvaluateError(f"the corpus in {corpus_dir} has no test clips to evaluate on")
+    tests = [clip for split in splits.values() for clip in split]  # the main corpus's first
+    # The FAD floor's real audio is the main corpus's, so the headline numbers stay comparable across new data.
+    trained = [clip for clip in clips if clip.split == "train" and dataset_of(clip) == CORPUS]
+    references = _pick(trained, params.reference_clips, params.seed)
     if len(references) < 2:
         raise EvaluateError(f"the corpus in {corpus_dir} has fewer than two training clips (the FAD floor)")
     if not (Path(model_dir) / "config.json").is_file():
@@ -190,31 +194,46 @@ def evaluate(
         for name, embedder in tqdm(embedders.items(), desc="embed", unit="embedder"):
             frames[name] = {system: [embedder.embed(a, rate) for a in audio[system]] for system in SYSTEMS}
             frames[name]["reference"] = [embedder.embed(a, rate) for a in reference_audio]
-    fad = {
-        name: {
-            system: frechet_audio_distance(
-                np.concatenate(f["reference" if system == "real" else system]), np.concatenate(f["real"])
-            )
-            for system in SYSTEMS
-        }
-        for name, f in frames.items()
-    }
-
     rows = _per_prompt_rows(tests, references, audio, continued, frames, params, rate)
     snr = [snr_db(real, codec) for real, codec in zip(audio["real"], audio["codec"], strict=True)]
-    metrics = {
-        "fad": fad,
-        "adherence": _summaries(rows, list(ADHERENCE)),
-        "gain_over_untrained": _gains(rows, list(ADHERENCE), params.seed),
-        "quality": _summaries(rows, list(FEATURES)),
-        "codec_snr_db": _mean(snr),
-        "prompts": len(tests),
+    old = splits[CORPUS]
+    metrics = _split_metrics(old, tests, rows, frames, params)
+    metrics |= {
+        "codec_snr_db": _mean(snr[: len(old)]),
+        "prompts": len(old),
         "real_time_factor": len(tests) * params.duration / model_seconds,
-        "settings": settings_fingerprint(params, tests),
+        "settings": settings_fingerprint(params, old),
     }
+    new_data = {name: _split_metrics(split, tests, rows, frames, params) for name, split in splits.items()}
+    metrics["new_data"] = {name: values | {"prompts": len(splits[name])} for name, values in new_data.items()}
+    del metrics["new_data"][CORPUS]
     decision = decide(metrics, params, params.promoted)
     _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders)
     return Evaluation(metrics, decision, out_dir)
+
+
+def _split_metrics(split: list[Clip], tests: list[Clip], rows, frames, params: EvaluateParams) -> dict[str, Any]:
+    """FAD, adherence with its gains, and quality over one dataset's test clips (`split`, a part of `tests`); FAD
+    needs two clips or more."""
+    at = [i for i, clip in enumerate(tests) if clip in split]
+    ids = {clip.id for clip in split}
+    mine = [row for row in rows if row["id"] in ids]
+    fad = {}
+    if len(at) >= 2:
+        for name, f in frames.items():
+            real = np.concatenate([f["real"][i] for i in at])
+            fad[name] = {
+                system: frechet_audio_distance(
+                    np.concatenate(f["reference"] if system == "real" else [f[system][i] for i in at]), real
+                )
+                for system in SYSTEMS
+            }
+    return {
+        "fad": fad,
+        "adherence": _summaries(mine, list(ADHERENCE)),
+        "gain_over_untrained": _gains(mine, list(ADHERENCE), params.seed),
+        "quality": _summaries(mine, list(FEATURES)),
+    }
 
 
 def _per_prompt_rows(tests, references, audio, continued, frames, params, rate) -> list[dict[str, Any]]:
@@ -222,7 +241,9 @@ def _per_prompt_rows(tests, references, audio, continued, frames, params, rate) 
     label = params.classifier_label
     train_labels = [str(clip.labels.get(label)) for clip in references]
     classifier = None
-    if all(clip.labels.get(label) is not None for clip in [*references, *tests]) and len(set(train_labels)) > 1:
+    # The main corpus's labels decide: a data source's clips carry a caption, and that label only if it has one.
+    labelled = [*references, *(clip for clip in tests if dataset_of(clip) == CORPUS)]
+    if all(clip.labels.get(label) is not None for clip in labelled) and len(set(train_labels)) > 1:
         vectors = np.stack([clip_vector(f) for f in frames[params.classifier_embedder]["reference"]])
         classifier = LabelClassifier(params.seed).fit(vectors, train_labels)
     probabilities = {}
@@ -239,7 +260,7 @@ def _per_prompt_rows(tests, references, audio, continued, frames, params, rate) 
         row |= features | adherence(clip_audio, rate, clip.labels, features["tempo_bpm"])
         if continued:
             row |= continuation_adherence(continued[system][i], rate, clip.labels)
-        if classifier:
+        if classifier and clip.labels.get(label) is not None:
             p = probabilities[system][i]
             truth = str(clip.labels[label])
             row["label_predicted"] = classifier.classes[int(p.argmax())]
@@ -368,6 +389,12 @@ def main(
             f"{metrics['adherence'][name]['untrained']:.3f}; gain {gain['gain']:+.3f} "
             f"[{gain['low']:+.3f}, {gain['high']:+.3f}], P(no gain) {gain['p_no_gain']:.3f}"
         )
+    for source, split in metrics["new_data"].items():
+        gains = ", ".join(
+            f"{name} {gain['gain']:+.3f} (P {gain['p_no_gain']:.3f})"
+            for name, gain in split["gain_over_untrained"].items()
+        )
+        typer.echo(f"new data {source} ({split['prompts']} prompts): gain over untrained {gains or '-'}")
     verdict = "PROMOTE" if decision.promote else "REFUSED"
     failed = [check.rule for check in decision.checks if not check.passed]
     typer.echo(f"gate: {verdict}" + (f" ({'; '.join(failed)})" if failed else ""))
