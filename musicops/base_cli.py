@@ -1,0 +1,75 @@
+"""`musicops base publish`: make a trained model the project's base model (models/base), the model a fresh clone
+fine-tunes (`train.init_from: base`) instead of training from scratch.
+
+The base model lives in git, so it is written slim (model.checkpoint's `slim`: the bundled text encoder left out,
+float16 weights) with a README.md model card beside it: what it is, what it was trained on, its metrics, and the
+command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from settings import paths
+
+app = typer.Typer(
+    help="The project's base model (models/base): the starting point of fine-tuning.", no_args_is_help=True
+)
+
+MAX_MB = 30.0  # what a model kept in git may weigh
+REBUILD = "dvc repro train && musicops base publish artifacts/model"
+
+
+def model_card(directory: Path, source: Path) -> str:
+    """The base model's README.md: what it is, its training data and metrics, and how to rebuild it."""
+    from model.checkpoint import ModelCard
+
+    card = ModelCard.read(directory)
+    metrics = "\n".join(f"| {name} | {value:.4g} |" for name, value in sorted(card.metrics.items())) or "| - | - |"
+    sources = ", ".join(f"{name} ({digest[:12]})" for name, digest in card.data_sources.items()) or "none"
+    return f"""# musicops base model
+
+The model `train.init_from: base` fine-tunes: a MusicGen-style text-to-music model (preset `{card.preset}`),
+published from `{source}` by `musicops base publish`. Weights in float16; the text encoder is the bundled
+{card.text_encoder_weights or "one stored here"} (not stored here).
+
+| | |
+|---|---|
+| created | {card.created} |
+| training commit | {card.training_commit or "-"} |
+| data version | {card.data_version or "-"} |
+| data sources | {sources} |
+
+| metric | value |
+|---|---|
+{metrics}
+
+Rebuild it (params.yaml as at the training commit): `{REBUILD}`
+"""
+
+
+@app.command()
+def publish(
+    model: Annotated[Path, typer.Argument(help="The trained model directory to publish.")] = paths.MODEL,
+    to: Annotated[Path, typer.Option(help="The base model's folder (replaced atomically).")] = paths.BASE_MODEL,
+) -> None:
+    """Write MODEL to the base model's folder, slim (float16, without the bundled text encoder) with a card."""
+    from model import ModelInputError
+    from model.atomic_io import atomic_file
+    from model.checkpoint import load_model, save_model
+
+    try:
+        loaded, processor, card = load_model(model)
+        save_model(loaded, processor, to, card, slim=True)
+    except ModelInputError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    with atomic_file(to / "README.md") as handle:
+        handle.write(model_card(to, model).encode())
+    size = sum(p.stat().st_size for p in to.rglob("*") if p.is_file()) / 1e6
+    typer.echo(f"published {model} to {to} ({size:.1f} MB)")
+    if size > MAX_MB:
+        typer.secho(f"warning: {size:.1f} MB is more than the {MAX_MB:g} MB a model kept in git should weigh", err=True)
