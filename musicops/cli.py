@@ -12,6 +12,7 @@ import typer
 
 from model.generation_params import GenerationParams
 from monitoring.cli import app as monitor_app
+from musicops.data_cli import app as data_app
 from pipelines.cli import app as pipeline_app
 from settings import paths
 from settings.params import ServeSettings
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(data_app, name="data")
 
 ModelOption = Annotated[
     str,
