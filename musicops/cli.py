@@ -145,7 +145,7 @@ def _generate(prompt, out, model_source, params, stream, continue_from, normaliz
 
 @app.command()
 def info(model: Annotated[str, typer.Argument(help="A model directory or a preset name.")]) -> None:
-    """Print a model's card: preset, sizes, limits, data version, training commit, metrics."""
+    """Print a model's card: preset, sizes, limits, data version and sources, training commit, metrics."""
     from model import ModelInputError, MusicGenerator
 
     try:
@@ -167,6 +167,7 @@ def info(model: Annotated[str, typer.Argument(help="A model directory or a prese
         "context": f"{card.context_seconds:g} s (long-form stride {card.extend_stride_seconds:g} s, "
         f"up to {card.max_duration_seconds:g} s)",
         "data version": card.data_version or "-",
+        "data sources": ", ".join(f"{name} ({digest[:12]})" for name, digest in card.data_sources.items()) or "-",
         "training commit": card.training_commit or "-",
         "created": card.created,
     }
