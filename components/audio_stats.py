@@ -67,6 +67,7 @@ def clip_row(corpus_dir: Path, clip: Clip) -> dict[str, Any]:
         "path": clip.path,
         "split": clip.split,
         "source": clip.source,
+        "dataset": labels.get("dataset"),  # a data source's name; None for the main corpus
         "caption": caption,
         "caption_chars": len(caption),
         **asdict(measure_file(corpus_dir / clip.path)),

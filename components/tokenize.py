@@ -5,7 +5,8 @@
 
 The output folder holds `codes.npy` (int16 [codebooks, frames of all clips end to end], memory-mapped
 by training), `index.jsonl` (per clip: id, caption, labels, split, source, offset and frame count
-into codes.npy) and `tokens.json` (the codec's rate, frame rate and codebook shape).
+into codes.npy), `tokens.json` (the codec's rate, frame rate and codebook shape) and the corpus's
+`sources.json` (the data sources in it, which training writes into the model card).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
-from components.corpus.manifest import Clip, ManifestError, read_manifest
+from components.corpus.manifest import Clip, ManifestError, read_manifest, read_sources, write_sources
 from model.atomic_io import atomic_directory
 from model.audio import read_audio
 from model.errors import first_line
@@ -76,6 +77,7 @@ def tokenize(codec_dir: Path, corpus_dirs: list[Path], out_dir: Path, params: To
     config = codec.config
     bandwidth = config.target_bandwidths[-1]
     clips = [(folder, clip) for folder in corpus_dirs for clip in read_manifest(folder)]
+    sources = {name: digest for folder in corpus_dirs for name, digest in read_sources(folder).items()}
     loaded = [(folder, clip, read_audio(folder / clip.path, config.sampling_rate)) for folder, clip in clips]
     loaded.sort(key=lambda item: (len(item[2]), item[1].id))
     pieces, index, offset = [], [], 0
@@ -101,6 +103,7 @@ def tokenize(codec_dir: Path, corpus_dirs: list[Path], out_dir: Path, params: To
         np.save(staging / CODES_FILE, np.concatenate(pieces, axis=1))
         (staging / INDEX_FILE).write_text("".join(json.dumps(asdict(entry)) + "\n" for entry in index))
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        write_sources(staging, sources)  # travels with the tokens folder (dvc and Kubeflow pass folders whole)
     return index
 
 

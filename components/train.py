@@ -30,6 +30,7 @@ import torch.distributed as dist
 import typer
 from tqdm import tqdm
 
+from components.corpus.manifest import read_sources
 from components.tokenize import TokenizeError, read_tokens
 from components.training.adapters import apply_adapter, save_adapter
 from components.training.batches import Batch, TokenCrops
@@ -299,6 +300,7 @@ def train(
         ),
         "decoder_shape": trainer.shape,
         "data_version": data_version(tokens_dir),
+        "data_sources": read_sources(tokens_dir),  # the tokenize stage carried the corpus's sources.json here
         "training_commit": git_commit(),
         "baselines": {"uniform": uniform, "unigram": unigram},
     }
@@ -371,6 +373,7 @@ def _export_best(
     trainer.load_weights(state["objective"])
     provenance = dict(
         data_version="md5:" + ",".join(f"{k}={v[:12]}" for k, v in meta["data_version"].items()),
+        data_sources=meta["data_sources"],
         training_commit=meta["training_commit"],
         metrics={
             "valid_loss": report.best_valid_loss,

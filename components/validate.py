@@ -163,8 +163,13 @@ def clip_expectations(data: DataParams, params: ValidateParams) -> list[Expectat
 
 
 def split_table(clips: pd.DataFrame, shares: dict[str, float]) -> pd.DataFrame:
-    """One row per split: its distinct sources, and how many `split_counts` gives it for the corpus's sources."""
-    expected = split_counts(clips["source"].nunique(), shares)
+    """One row per split: its distinct sources, and how many `split_counts` gives it for the corpus's sources.
+
+    The main corpus and each data source (the `dataset` column) are split on their own, so the expected counts
+    are summed over them: rounding each part differs from rounding the whole."""
+    datasets = clips["dataset"].fillna("") if "dataset" in clips else pd.Series("", index=clips.index)
+    parts = [split_counts(count, shares) for count in clips.groupby(datasets)["source"].nunique()]
+    expected = {split: sum(part[split] for part in parts) for split in SPLITS}
     sources = clips.groupby("split")["source"].nunique()
     return pd.DataFrame(
         {

@@ -13,6 +13,7 @@ import typer
 from model.generation_params import GenerationParams
 from monitoring.cli import app as monitor_app
 from musicops.base_cli import app as base_app
+from musicops.data_cli import app as data_app
 from pipelines.cli import app as pipeline_app
 from settings import paths
 from settings.params import ServeSettings
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(base_app, name="base")
+app.add_typer(data_app, name="data")
 
 ModelOption = Annotated[
     str,
@@ -145,7 +147,7 @@ def _generate(prompt, out, model_source, params, stream, continue_from, normaliz
 
 @app.command()
 def info(model: Annotated[str, typer.Argument(help="A model directory or a preset name.")]) -> None:
-    """Print a model's card: preset, sizes, limits, data version, training commit, metrics."""
+    """Print a model's card: preset, sizes, limits, data version and sources, training commit, metrics."""
     from model import ModelInputError, MusicGenerator
 
     try:
@@ -167,6 +169,7 @@ def info(model: Annotated[str, typer.Argument(help="A model directory or a prese
         "context": f"{card.context_seconds:g} s (long-form stride {card.extend_stride_seconds:g} s, "
         f"up to {card.max_duration_seconds:g} s)",
         "data version": card.data_version or "-",
+        "data sources": ", ".join(f"{name} ({digest[:12]})" for name, digest in card.data_sources.items()) or "-",
         "training commit": card.training_commit or "-",
         "created": card.created,
     }

@@ -1,6 +1,8 @@
 """Ingest a folder of the user's audio: captions from a CSV/JSONL file or a `.txt` beside each file,
 resampled (soxr) to the model's rate, mixed to mono, cut into clips of the configured length.
 
+One function serves the main corpus folder (`data.source`) and each named data source (`data.sources`).
+
 Clips of one file share its `source`, and whole files are assigned to splits, so no piece of a test
 recording is trained on.
 """
@@ -66,28 +68,44 @@ def _split_of_files(files: list[Path], folder: Path, params: DataParams) -> dict
     return dict(zip(ordered, labels, strict=True))
 
 
-def ingest_folder(params: DataParams, folder: Path, progress: Callable[[int], None] | None = None) -> list[Clip]:
-    """Cut every captioned audio file under `params.source` into clips written to `folder`/audio."""
-    source_folder = Path(params.source)
-    if not source_folder.is_dir():
-        raise ParamsError(f"data.source {source_folder} is neither 'rendered' nor a folder")
+def ingest_folder(
+    params: DataParams,
+    folder: Path,
+    progress: Callable[[int], None] | None = None,
+    source_folder: Path | None = None,
+    captions: str | Path | None = None,
+    name: str | None = None,
+) -> list[Clip]:
+    """Cut every captioned audio file of a folder into clips written to `folder`/audio.
+
+    By default the folder is the main corpus's `params.source` with `params.captions`. For a named data source
+    (settings.data_sources) pass its `source_folder`, its `captions` table and its `name`: clip ids and sources are
+    then prefixed with the name (so two folders never collide) and each clip is labelled `dataset: <name>` (how
+    evaluation tells the new data's test split from the main corpus's). Files are split per folder by one rule.
+    """
+    if source_folder is None:
+        source_folder, captions = Path(params.source), params.captions
+        if not source_folder.is_dir():
+            raise ParamsError(f"data.source {source_folder} is neither 'rendered' nor a folder")
     files = find_audio(source_folder)
     if not files:
-        raise ParamsError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {source_folder}")
-    captions = read_captions(source_folder, files, params.captions)
+        where = f"data source {name!r} ({source_folder})" if name else str(source_folder)
+        raise ParamsError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {where}")
+    texts = read_captions(source_folder, files, str(captions) if captions else None)
     splits = _split_of_files(files, source_folder, params)
     (folder / "audio").mkdir(exist_ok=True)
     clip_samples = round(params.clip_seconds * params.sample_rate)
     shortest = round(params.min_clip_seconds * params.sample_rate)
+    prefix = f"{name}-" if name else ""
     clips = []
     for number, file in enumerate(files):
         audio = read_audio(file, params.sample_rate)
-        source = str(file.relative_to(source_folder))
+        source = str(Path(name or "") / file.relative_to(source_folder))
         for part, start in enumerate(range(0, len(audio), clip_samples)):
             piece = audio[start : start + clip_samples]
             if len(piece) < shortest:
                 break
-            clip_id = f"file{number:05d}-{part:03d}"
+            clip_id = f"{prefix}file{number:05d}-{part:03d}"
             path = Path("audio") / f"{clip_id}.{params.audio_format}"
             if not (folder / path).exists():
                 write_audio(folder / path, piece, params.sample_rate)
@@ -97,9 +115,10 @@ def ingest_folder(params: DataParams, folder: Path, progress: Callable[[int], No
                     path=str(path),
                     duration=len(piece) / params.sample_rate,
                     sample_rate=params.sample_rate,
-                    caption=captions[file],
+                    caption=texts[file],
                     split=splits[file],
                     source=source,
+                    labels={"dataset": name} if name else {},
                 )
             )
         if progress:

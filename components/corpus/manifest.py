@@ -3,6 +3,9 @@
 Fields: id, path, duration (s), sample_rate, caption, labels (a dict; empty for ingested audio
 without labels), split (train/valid/test) and source (clips cut from one file share a source, and
 a source never spans two splits, so no test audio leaks into training).
+
+Beside it, `sources.json` records the user's data sources the corpus holds (name -> content digest,
+settings.data_sources); the tokenize stage carries it on, and training writes it into the model card.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_FILE = "manifest.jsonl"
+SOURCES_FILE = "sources.json"  # name -> source_digest of each data source in the corpus
 SPLITS = ("train", "valid", "test")
 
 
@@ -65,3 +69,17 @@ def split_counts(groups: int, shares: dict[str, float]) -> dict[str, int]:
     if groups >= 3:
         valid, test = max(valid, 1 if shares["valid"] > 0 else 0), max(test, 1 if shares["test"] > 0 else 0)
     return {"train": groups - valid - test, "valid": valid, "test": test}
+
+
+def write_sources(folder: str | Path, digests: dict[str, str]) -> Path:
+    """Record the data sources (name -> content digest) a corpus folder holds."""
+    path = Path(folder) / SOURCES_FILE
+    path.write_text(json.dumps(digests, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_sources(folder: str | Path) -> dict[str, str]:
+    """The data sources recorded in `folder` (a corpus or tokens folder); {} when it records none (a corpus
+    prepared before sources existed has no file)."""
+    path = Path(folder) / SOURCES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

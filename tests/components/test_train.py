@@ -4,11 +4,13 @@ survive failures, dvclive metrics, and clear errors."""
 import errno
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from components.corpus.manifest import read_sources
 from components.tokenize import TokenizeError
 from components.train import train
 from components.training import state as checkpoint_module
@@ -18,9 +20,11 @@ from model import GenerationParams, ModelInputError, MusicGenerator
 from model.build import build_model
 from model.delay_pattern import build_delay_pattern, valid_positions
 from model.presets import DecoderPreset
+from settings.data_sources import source_digests
 from settings.params import TrainParams
 from tests.conftest import MICRO
-from tests.support.micro_pipeline import MICRO_TRAIN, micro_tokens
+from tests.support.audio_folder import audio_folder
+from tests.support.micro_pipeline import MICRO_DATA, MICRO_TRAIN, micro_tokens
 from tests.support.micro_train import finish, killed_and_straight, start_training, trained_weights
 
 pytestmark = pytest.mark.integration
@@ -63,12 +67,26 @@ def test_outputs_model_card_and_dvclive_metrics(tokens, tmp_path):
     generator = MusicGenerator.load(tmp_path / "model")
     assert generator.card.metrics["valid_loss"] == pytest.approx(report.best_valid_loss)
     assert generator.card.data_version.startswith("md5:") and "codes.npy=" in generator.card.data_version
+    assert generator.card.data_sources == {}  # the micro corpus holds no data source
     live = tmp_path / "train" / "dvclive"
     summary = json.loads((live / "metrics.json").read_text())
     assert {"train", "valid", "best_valid_loss", "unigram_loss"} <= set(summary)
     losses = (live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert len(losses) == 1 + 6  # header and one row per step
     assert generator.generate(["jazz"], GenerationParams(duration=0.2, seed=0)).audio.shape == (1, 6400)
+
+
+def test_the_model_card_lists_the_data_sources_the_corpus_held(tmp_path):
+    """prepare records the sources in the corpus, tokenize carries the record, train writes it into the card."""
+    sources = tmp_path / "sources"
+    audio_folder(sources / "field", files=3, seconds=2.0, rate=MICRO_DATA.sample_rate, word="field")
+    data = replace(MICRO_DATA, count=6, sources=["field"])
+    codec, token_dir = micro_tokens(tmp_path / "micro", data, sources)
+    digests = source_digests(["field"], sources)
+    assert read_sources(token_dir) == digests
+    params = TrainParams(**{**MICRO_TRAIN, "steps": 2, "eval_every": 2})
+    train(token_dir, codec, tmp_path / "train", tmp_path / "model", params, preset=MICRO, show_progress=False)
+    assert MusicGenerator.load(tmp_path / "model").card.data_sources == digests
 
 
 def test_a_corrupt_checkpoint_is_named_and_a_failed_save_keeps_the_previous_one(tokens, tmp_path, monkeypatch):

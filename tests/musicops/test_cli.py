@@ -1,9 +1,14 @@
 """`musicops generate` and `musicops info`: real runs of the Typer app, and every bad input named."""
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from model.checkpoint import CARD_FILE
 from musicops.cli import app
 
 pytestmark = pytest.mark.integration
@@ -75,3 +80,13 @@ def test_info_prints_the_card(micro_dir):
     result = runner.invoke(app, ["info", str(micro_dir)])
     assert result.exit_code == 0, result.output
     assert "micro" in result.output and "data version" in result.output and "test" in result.output
+
+
+def test_info_lists_the_data_sources(micro_dir, tmp_path):
+    model = Path(shutil.copytree(micro_dir, tmp_path / "model"))
+    card_file = model / CARD_FILE
+    card = json.loads(card_file.read_text())
+    card_file.write_text(json.dumps({**card, "data_sources": {"cellos": "ab" * 32}}))
+    result = runner.invoke(app, ["info", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "cellos (abababababab)" in result.output

@@ -72,10 +72,11 @@ def micro_codec(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def micro_tokens(root: Path) -> tuple[Path, Path]:
-    """(codec dir, tokens dir) built under `root`."""
+def micro_tokens(root: Path, data: DataParams = MICRO_DATA, sources_root: Path | None = None) -> tuple[Path, Path]:
+    """(codec dir, tokens dir) built under `root`; the data sources `data.sources` lists are read from
+    `sources_root`."""
     corpus = root / "corpus"
-    prepare(MICRO_DATA, corpus, show_progress=False)
+    prepare(data, corpus, show_progress=False, **({"sources_root": sources_root} if sources_root else {}))
     codec = micro_codec(root / "codec")
     tokens = root / "tokens"
     tokenize(codec, [corpus], tokens, TokenizeParams(batch_size=4))
