@@ -1,18 +1,28 @@
 """`dvc repro` for real, in a temporary copy of the repository, on tiny parameters: the whole pipeline
-runs in order from corpus to trained model, a parameter change re-runs only what depends on it, and
-`dvc push` / `dvc pull` round-trip through a local remote."""
+runs in order from corpus to trained model, a parameter change re-runs only what depends on it,
+`dvc push` / `dvc pull` round-trip through a local remote, and a drift check retrains on new data by
+fine-tuning the promoted model."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
+from model.checkpoint import CARD_FILE
+from settings import paths
+from settings.data_sources import source_digests
 from tests.support import REPO
+from tests.support.audio_folder import audio_folder
 from tests.support.micro_pipeline import MICRO_PARAMS
+from tests.support.traffic import traffic, write_log
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +104,40 @@ def test_push_and_pull_through_the_local_remote(repo):
     # everything cached comes back; the trainer's checkpoints and logs are not cached (cache: false)
     assert "up to date" in _run(repo, sys.executable, "-m", "dvc", "status", "--with-deps", "tokenize")
     assert (repo / "artifacts/model/model.safetensors").is_file()
+
+
+def test_a_drift_retrains_only_on_new_data_by_fine_tuning_the_promoted_model(repo):
+    """The loop for real, no injected launcher: drift with no new data starts nothing; `musicops data add`, and
+    the next check starts `dvc exp run -S train.init_from=promoted`, which trains on the new source from the
+    promoted model's weights."""
+    _run(repo, sys.executable, "-m", "dvc", "repro")
+    _run(repo, sys.executable, "-m", "musicops.cli", "promote", "--force")  # the micro model: whatever its gate said
+    now = datetime.now(UTC)
+    write_log(traffic(40, seed=3, shift=["genres"], end=now, span=timedelta(minutes=10)), repo / paths.REQUEST_LOG)
+
+    quiet = _check(repo)
+    assert quiet.returncode == 1 and "retraining no new data" in quiet.stdout, quiet.stdout + quiet.stderr
+    assert "musicops data add FOLDER --captions FILE" in quiet.stdout
+
+    audio_folder(repo.parent / "polka-takes", files=3, seconds=1.0, word="polka", table="captions.csv")
+    _run(repo, sys.executable, "-m", "musicops.cli", "data", "add", str(repo.parent / "polka-takes"), "--name", "polka")
+    started = _check(repo)
+    assert started.returncode == 1, started.stdout + started.stderr
+    assert "retraining started (dvc exp run -S train.init_from=promoted (pid" in started.stdout, started.stdout
+    assert "on new data: polka)" in started.stdout
+    pid = int(re.search(r"\(pid (\d+),", started.stdout).group(1))
+    deadline = time.monotonic() + 600
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # it runs in the background
+        time.sleep(2)
+    log = (repo / paths.MONITORING / "retrain.log").read_text()
+    assert "Running stage 'train'" in log and "ERROR" not in log, log[-3000:]
+    card = json.loads((repo / paths.MODEL / CARD_FILE).read_text())
+    assert card["data_sources"] == source_digests(["polka"], repo / paths.DATA_SOURCES)
+    meta = json.loads((repo / paths.TRAIN / "checkpoints" / "last" / "meta.json").read_text())
+    assert meta["start"]["directory"] == str(paths.PROMOTED / "model")
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["init_from"] == "promoted"  # the experiment's
+
+
+def _check(repo: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "musicops.cli", "monitor", "check", "--no-dashboard"]
+    return subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600)
