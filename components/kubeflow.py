@@ -44,16 +44,19 @@ def configure(
         ("triton", str),
         ("export", str),
         ("deploy", str),
+        ("init_from", str),
     ],
 ):
     """Apply the run's parameters to params.yaml's contents (JSON text), check every section before any work,
     and hand each step only its sections, so that a cached step re-runs only when they change.
 
-    "" and negative thresholds keep params.yaml's values (a pipeline parameter cannot be null)."""
+    "" and negative thresholds keep params.yaml's values (a pipeline parameter cannot be null). `init_from`
+    is train.init_from alone: the codec step reads it, and a change to the rest of train must not re-run it."""
     import json
     from collections import namedtuple
 
-    from settings.params import with_overrides
+    from components.train_codec import check_codec_source
+    from settings.params import section_from, with_overrides
 
     overrides = {
         "codec.preset": preset,
@@ -67,9 +70,12 @@ def configure(
         key: value for key, value in overrides.items() if value != "" and not (isinstance(value, float) and value < 0)
     }
     document = with_overrides(json.loads(params), kept)
+    init_from = section_from(document, "train").init_from
+    check_codec_source(section_from(document, "codec"), init_from)
     # The stages' sections (monitor is read by the serving side, not by a step).
     names = ("data", "validate", "augment", "codec", "tokenize", "train", "evaluate", "triton", "export", "deploy")
-    return namedtuple("Sections", names)(*(json.dumps(document.get(name) or {}) for name in names))
+    sections = [json.dumps(document.get(name) or {}) for name in names]
+    return namedtuple("Sections", [*names, "init_from"])(*sections, init_from)
 
 
 @component
@@ -134,12 +140,14 @@ def augment(
 def train_codec(
     data_params: str,
     codec_params: str,
+    init_from: str,
     corpus: Input[Dataset],
     augmented: Input[Dataset],
     codec: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
-    """Train the codec, or copy `codec.pretrained` through without training (same switch as under DVC)."""
+    """Train the codec, copy `codec.pretrained` through, or write the codec of the model `init_from`
+    (train.init_from) starts from, without training (the same switch as under DVC)."""
     from pathlib import Path
 
     from components.pipeline_io import log_metrics
@@ -152,6 +160,7 @@ def train_codec(
         section_text(data_params, "data"),
         section_text(codec_params, "codec"),
         show_progress=False,
+        init_from=init_from,
     )
     log_metrics(metrics, report.metrics)
 

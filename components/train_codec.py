@@ -29,7 +29,10 @@ first folder's valid clips, beside two baselines: silence, and this codec before
 networks, k-means codebooks), so the numbers say what training bought.
 
 With `codec.pretrained` (a directory in facebook/encodec_32khz's layout) nothing is trained: the checkpoint is
-checked, copied through and measured the same way.
+checked, copied through and measured the same way. Nor with a `train.init_from` other than scratch: the language
+model then starts from a model that brings its own codec (components/training/start.py refuses tokens of any other),
+so the stage writes that model's audio encoder and feature extractor here, measured the same way, and tokenize
+encodes the corpus with it. Both at once name two codecs for one pipeline, and are refused.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,11 +60,14 @@ from components.codec.metrics import Scorer
 from components.codec.model import TrainableCodec
 from components.codec.training import CodecTrainer, train
 from components.corpus.manifest import ManifestError
+from components.training.start import start_directory
 from model.atomic_io import atomic_directory
 from model.build import codec_config
+from model.checkpoint import load_model
+from model.errors import ModelInputError
 from model.presets import Preset, get_preset
 from settings import paths
-from settings.params import CodecParams, DataParams, ParamsError, load_section
+from settings.params import INIT_SCRATCH, CodecParams, DataParams, ParamsError, load_section
 
 METRICS_FILE = "metrics.json"
 # k-means wants several vectors per code, far more than one batch has: initialise on this many frames per code.
@@ -126,6 +133,25 @@ def _load(directory: Path) -> EncodecModel:
     return model.eval()
 
 
+def check_codec_source(params: CodecParams, init_from: str) -> None:
+    """ParamsError when codec.pretrained and a starting model (train.init_from) both name the codec."""
+    if params.pretrained is not None and init_from != INIT_SCRATCH:
+        raise ParamsError(
+            f"codec.pretrained is {params.pretrained!r} but train.init_from is {init_from!r}, which brings its own "
+            "codec (the language model only reads tokens of its own codec): unset codec.pretrained, or set "
+            f"train.init_from to {INIT_SCRATCH}"
+        )
+
+
+def _check_rate(config: EncodecConfig, sample_rate: int, what: str) -> None:
+    # The scorer compares the codec's output with the corpus's clips sample for sample: one rate for both.
+    if config.sampling_rate != sample_rate or config.audio_channels != 1:
+        raise CodecError(
+            f"{what} is a {config.audio_channels}-channel {config.sampling_rate} Hz codec; "
+            f"the corpus is mono at data.sample_rate {sample_rate} Hz"
+        )
+
+
 def _pretrained_config(directory: Path, sample_rate: int) -> EncodecConfig:
     """The config of a facebook/encodec_32khz-style directory, or CodecError saying why it is not one."""
     if not directory.is_dir():
@@ -140,14 +166,25 @@ def _pretrained_config(directory: Path, sample_rate: int) -> EncodecConfig:
     if raw.get("model_type") != "encodec":
         raise CodecError(f"codec.pretrained {directory} holds a {raw.get('model_type')!r} model, not an EnCodec")
     config = EncodecConfig.from_dict(raw)
-    if config.sampling_rate != sample_rate or config.audio_channels != 1:
-        raise CodecError(
-            f"codec.pretrained {directory} is a {config.audio_channels}-channel {config.sampling_rate} Hz codec; "
-            f"the corpus is mono at data.sample_rate {sample_rate} Hz"
-        )
+    _check_rate(config, sample_rate, f"codec.pretrained {directory}")
     if not any((directory / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
         raise CodecError(f"codec.pretrained {directory} has no model.safetensors or pytorch_model.bin")
     return config
+
+
+def _model_codec(directory: Path, sample_rate: int) -> tuple[EncodecModel, EncodecFeatureExtractor]:
+    """The audio encoder and feature extractor of the model directory `directory` (ours or musicgen-small's).
+
+    Loaded through model.checkpoint.load_model, as training loads the same directory: the codec written here is
+    then exactly the one the starting model decodes with. That reads the whole model (for musicgen-small about
+    2 GB with its T5 encoder, seconds), and everything but the codec is let go at once."""
+    try:
+        model, processor, _ = load_model(directory)
+    except ModelInputError as error:
+        raise CodecError(f"train.init_from: {error}") from None
+    codec = model.audio_encoder.eval()
+    _check_rate(codec.config, sample_rate, f"the codec of the starting model {directory}")
+    return codec, processor.feature_extractor
 
 
 def _describe(config: EncodecConfig) -> dict[str, Any]:
@@ -190,20 +227,29 @@ def train_codec(
     preset: Preset | None = None,
     show_progress: bool = True,
     resume: bool = True,
+    init_from: str = INIT_SCRATCH,
 ) -> CodecReport:
-    """Train the codec of `preset` (default: `params.preset`'s) on the corpora's train clips, or copy
-    `params.pretrained` through, and write it with its metrics to `out_dir`, all at once or not at all.
+    """Train the codec of `preset` (default: `params.preset`'s) on the corpora's train clips, copy
+    `params.pretrained` through, or (`init_from`, train.init_from, not scratch) write the starting model's own
+    codec; in each case with its metrics to `out_dir`, all at once or not at all.
 
     Training checkpoints every `params.checkpoint_every` steps (components/codec/checkpoint.py); with `resume`
     a checkpoint of exactly these parameters and data is continued, to the same weights as an unbroken run."""
     params.check()
+    check_codec_source(params, init_from)
+    start = start_directory(init_from)
     corpus_dirs, out_dir = [Path(folder) for folder in corpus_dirs], Path(out_dir)
     if not corpus_dirs:
         raise CodecError("no corpus folder given")
     scorer = Scorer(validation_audio(corpus_dirs[0], params.valid_clips, data.sample_rate), data.sample_rate)
     segment = round(params.segment_seconds * data.sample_rate)
     sampler = CropSampler(training_files(corpus_dirs, data.sample_rate), segment, params.seed)
-    if params.pretrained is not None:
+    if start is not None:
+        model_codec, extractor = _model_codec(start, data.sample_rate)
+        # A plain copy: load_model sets SDPA attention on the sub-configs, with which no EncodecModel (the
+        # untrained baseline below) can be built.
+        config = EncodecConfig.from_dict(model_codec.config.to_dict())
+    elif params.pretrained is not None:
         config = _pretrained_config(Path(params.pretrained), data.sample_rate)
     else:
         config = codec_config(_preset(params, preset))
@@ -214,9 +260,18 @@ def train_codec(
             )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
-        if params.pretrained is not None:
+        if start is not None or params.pretrained is not None:
+            # The untrained baseline of the same architecture still says what the codec's training bought.
             codec, _ = _initial_codec(config, sampler, params, segment)
-            return _copy_pretrained(Path(params.pretrained), out_dir, scorer, _facts(scorer, codec, config))
+            facts = _facts(scorer, codec, config)
+            if start is not None:
+                facts |= {"pretrained": None, "start_model": str(start)}
+                return _pass_through(
+                    out_dir, scorer, facts, lambda staging: _save_codec(model_codec, extractor, staging)
+                )
+            source = Path(params.pretrained)
+            facts |= {"pretrained": str(source), "start_model": None}
+            return _pass_through(out_dir, scorer, facts, lambda staging: _copy_tree(source, staging))
         checkpoints = CodecCheckpoints(out_dir, resume_key(corpus_dirs, sampler.files, data, params, config))
         checkpoints.drop_stale()
         saved = checkpoints.load() if resume else None
@@ -254,6 +309,7 @@ def train_codec(
         seconds = trained_seconds + time.perf_counter() - start
     facts = facts | {
         "pretrained": None,
+        "start_model": None,
         "steps": params.steps,
         "train_seconds": round(seconds, 2),  # the steps kept: those a killed run lost since its checkpoint not
         "seconds_per_step": round(seconds / params.steps, 4),
@@ -266,13 +322,24 @@ def train_codec(
     return CodecReport(out_dir, metrics, trainer.history)
 
 
-def _copy_pretrained(source: Path, out_dir: Path, scorer: Scorer, facts: dict[str, Any]) -> CodecReport:
+def _copy_tree(source: Path, staging: Path) -> None:
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+
+
+def _save_codec(codec: EncodecModel, extractor: EncodecFeatureExtractor, staging: Path) -> None:
+    codec.save_pretrained(staging)
+    extractor.save_pretrained(staging)
+
+
+def _pass_through(out_dir: Path, scorer: Scorer, facts: dict[str, Any], write: Callable[[Path], None]) -> CodecReport:
+    """Publish a codec trained elsewhere (`write` puts it in the staging folder): loaded back from the staging
+    folder, as tokenize will load it, and measured like a trained one."""
     with atomic_directory(out_dir) as staging:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
+        write(staging)
         model = _load(staging)
         if not (staging / "preprocessor_config.json").is_file():
             _feature_extractor(model.config).save_pretrained(staging)
-        metrics = {**scorer.codec(model), **facts, "pretrained": str(source), "steps": 0}
+        metrics = {**scorer.codec(model), **facts, "steps": 0}
         _write_metrics(staging, metrics)
     return CodecReport(out_dir, metrics)
 
@@ -283,8 +350,14 @@ def _db(value: float | None) -> str:
 
 def _summary(metrics: dict[str, Any], out: Path) -> str:
     untrained, silence = metrics["baselines"]["untrained"], metrics["baselines"]["silence"]
+    if metrics.get("start_model"):
+        origin = f"the codec of the starting model {metrics['start_model']} (train.init_from), not trained, "
+    elif metrics.get("pretrained"):
+        origin = f"codec.pretrained {metrics['pretrained']}, not trained, "
+    else:
+        origin = ""
     return (
-        f"codec in {out}: SI-SNR {_db(metrics['si_snr_db'])} (untrained {_db(untrained['si_snr_db'])}), "
+        f"{origin}codec in {out}: SI-SNR {_db(metrics['si_snr_db'])} (untrained {_db(untrained['si_snr_db'])}), "
         f"log-mel distance {metrics['mel_distance']:.3f} (untrained {untrained['mel_distance']:.3f}, "
         f"silence {silence['mel_distance']:.3f}) on {metrics['valid_clips']} held-out clip(s); "
         f"frame-rate template {metrics['frame_template_share']:.0%} of the decoded audio "
@@ -297,7 +370,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params.yaml: reads its data and codec sections.")] = paths.PARAMS,
+    params: Annotated[
+        Path, typer.Option(help="params.yaml: reads its data and codec sections and train.init_from.")
+    ] = paths.PARAMS,
     corpus: Annotated[
         list[Path] | None,
         typer.Option(
@@ -320,13 +395,16 @@ def main(
         ),
     ] = False,
 ) -> None:
-    """Train the preset's EnCodec audio tokenizer on the corpus (or copy codec.pretrained through) and
-    measure it on held-out clips: SI-SNR and log-mel distance, beside silence and the untrained codec."""
+    """Train the preset's EnCodec audio tokenizer on the corpus (or copy codec.pretrained through, or write the
+    codec of the model train.init_from starts from) and measure it on held-out clips: SI-SNR and log-mel
+    distance, beside silence and the untrained codec."""
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
     log.setLevel(logging.INFO)  # this stage's own lines (a resume), not every library's
     try:
-        data, codec = load_section(params, "data"), load_section(params, "codec")
-        report = train_codec(corpus or [paths.CORPUS], out, data, codec, resume=not no_resume)
+        data, codec, start = load_section(params, "data"), load_section(params, "codec"), load_section(params, "train")
+        report = train_codec(
+            corpus or [paths.CORPUS], out, data, codec, resume=not no_resume, init_from=start.init_from
+        )
     except (ParamsError, ManifestError, CodecError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None

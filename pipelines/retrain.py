@@ -67,11 +67,13 @@ def _to_tokens(settings, resources: Resources):
         validation=checked.outputs["validation"],
     ).set_display_name("augment")
     _heavy(augmented, "2", "8Gi", 0, resources)
-    # With codec_pretrained set this step copies the codec through in seconds instead of training:
-    # kfp.local cannot merge artifacts of two dsl.If branches (dsl.OneOf), so the step decides.
+    # With codec_pretrained set, or train.init_from other than scratch, this step copies a codec through in
+    # seconds instead of training: kfp.local cannot merge artifacts of two dsl.If branches (dsl.OneOf), so the
+    # step decides.
     codec = steps.train_codec(
         data_params=settings["data"],
         codec_params=settings["codec"],
+        init_from=settings["init_from"],
         corpus=corpus.outputs["corpus"],
         augmented=augmented.outputs["augmented"],
     ).set_display_name("train codec")

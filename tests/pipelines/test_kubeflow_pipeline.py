@@ -151,6 +151,22 @@ def test_configure_keeps_params_for_empty_run_parameters_and_hands_out_sections(
 
 
 @pytest.mark.unit
+def test_configure_hands_the_codec_step_train_init_from_alone_and_refuses_a_second_codec():
+    document = default_params()
+    document["train"] = {**(document.get("train") or {}), "init_from": "promoted", "learning_rate": 0.01}
+    sections = configure.python_func(params_text(document), "", "", "", -1.0, -1.0)
+    assert sections.init_from == "promoted" and json.loads(sections.train)["init_from"] == "promoted"
+    with pytest.raises(ParamsError, match=r"codec.pretrained is '/codecs/encodec'.*train.init_from is 'promoted'"):
+        configure.python_func(params_text(document), "", "", "/codecs/encodec", -1.0, -1.0)
+    spec, _ = _compiled(PIPELINE_NAME)
+    codec_inputs = spec["root"]["dag"]["tasks"]["train-codec"]["inputs"]["parameters"]
+    assert codec_inputs["init_from"]["taskOutputParameter"] == {
+        "outputParameterKey": "init_from",
+        "producerTask": "configure",
+    }
+
+
+@pytest.mark.unit
 def test_overrides_name_what_is_wrong():
     with pytest.raises(ParamsError, match=r"'train.stepz'.*no key 'stepz'"):
         with_overrides(default_params(), {"train.stepz": 5})
