@@ -213,21 +213,19 @@ def evaluate(
 
 
 def _split_metrics(split: list[Clip], tests: list[Clip], rows, frames, params: EvaluateParams) -> dict[str, Any]:
-    """FAD, adherence with its gains, and quality over one dataset's test clips (`split`, a part of `tests`); FAD
-    needs two clips or more."""
+    """FAD, adherence with its gains, and quality over one dataset's test clips (`split`, a part of `tests`)."""
     at = [i for i, clip in enumerate(tests) if clip in split]
     ids = {clip.id for clip in split}
     mine = [row for row in rows if row["id"] in ids]
     fad = {}
-    if len(at) >= 2:
-        for name, f in frames.items():
-            real = np.concatenate([f["real"][i] for i in at])
-            fad[name] = {
-                system: frechet_audio_distance(
-                    np.concatenate(f["reference"] if system == "real" else [f[system][i] for i in at]), real
-                )
-                for system in SYSTEMS
-            }
+    for name, f in frames.items():  # over embedding frames: one clip gives many
+        real = np.concatenate([f["real"][i] for i in at])
+        fad[name] = {
+            system: frechet_audio_distance(
+                np.concatenate(f["reference"] if system == "real" else [f[system][i] for i in at]), real
+            )
+            for system in SYSTEMS
+        }
     return {
         "fad": fad,
         "adherence": _summaries(mine, list(ADHERENCE)),
