@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -167,6 +168,12 @@ def retrain_command(kind: str, kfp_host: str | None = None, fine_tune: bool = Fa
     raise RetrainError(f"unknown retraining kind {kind!r}; use one of {RETRAIN_KINDS}")
 
 
+def dvc_environment() -> dict[str, str]:
+    """The environment `dvc repro` and `dvc exp run` need: the stages call `python -m components...`, so this
+    interpreter's environment comes first on PATH (a CronJob or a shell may run the venv's musicops unactivated)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def start_retraining(
     kind: str,
     kfp_host: str | None = None,
@@ -189,7 +196,9 @@ def start_retraining(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
         # A new session: the retraining outlives the check (a CronJob's pod or a terminal that closes).
-        process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=dvc_environment(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     return f"{shown} (pid {process.pid}, output in {log})"
 
 

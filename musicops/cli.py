@@ -275,19 +275,17 @@ def demo(
     tokens, language model, evaluation, ONNX export, Triton repository), promote the model if the gate passes,
     and print where everything is."""
     import json
-    import os
     import subprocess
 
     from components.corpus.manifest import read_manifest
     from components.evaluation.gate import promote as promote_model
     from components.training.plots import plot_losses
+    from monitoring.trigger import dvc_environment
 
     if not Path("dvc.yaml").is_file():
         raise fail("run the demo from the musicops checkout: there is no dvc.yaml here")
     typer.echo("running the pipeline: dvc repro")
-    # Stages call `python -m components...`: put this interpreter's environment first on PATH.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    if subprocess.run([sys.executable, "-m", "dvc", "repro"], env=env).returncode != 0:
+    if subprocess.run([sys.executable, "-m", "dvc", "repro"], env=dvc_environment()).returncode != 0:
         raise fail("dvc repro failed (its output above names the stage)", code=1)
 
     read = lambda path: json.loads(Path(path).read_text())  # noqa: E731
