@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from components.corpus.ingest import find_audio, ingest_folder
 from components.corpus.manifest import Clip, write_manifest, write_sources
-from components.corpus.rendered import render_corpus
+from components.corpus.rendered import corpus_genres, render_corpus
 from model.atomic_io import atomic_directory
 from settings import paths
 from settings.data_sources import CAPTIONS_FILE, source_digests, source_dir
@@ -65,6 +65,8 @@ def prepare(
     check_sources(params, sources_root)
     digests = source_digests(params.sources, sources_root)
     rendered = params.source == "rendered"
+    if rendered:
+        corpus_genres(params)  # an unknown data.genres name fails here, before a staging folder exists
     total = params.count if rendered else len(find_audio(Path(params.source))) if Path(params.source).is_dir() else 0
     total += sum(len(find_audio(source_dir(name, sources_root))) for name in digests)
     with (

@@ -6,6 +6,10 @@ only when every check passes: copies its audio and a `captions.csv` into `data/s
 at all), runs `dvc add` on it when the repository uses DVC, and appends the name to params.yaml's
 `data.sources`, keeping the file's comments and layout. Paths are relative to the working directory, the
 repository root, as every other command's defaults are.
+
+`musicops data render FOLDER --genre GENRE` renders clips of one genre of the offline corpus into FOLDER in the
+layout `data add` takes (audio files and a `captions.csv`): with params.yaml's `data.genres` leaving that genre
+out of the base model's corpus, it is the new data the retraining demo fine-tunes on.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ if TYPE_CHECKING:
     from components.validate import ValidationSummary
 
 app = typer.Typer(
-    help="Your own training data: add a folder of audio and captions as a DVC-tracked data source.",
+    help="Your own training data: add a folder of audio and captions as a DVC-tracked data source, or render "
+    "one genre of the offline corpus as such a folder.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -38,6 +43,11 @@ app = typer.Typer(
 
 # A folder name that is also a safe clip-id prefix and a plain YAML scalar.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+# `data render`'s default count: as many clips as the rendered corpus holds test prompts, and enough for
+# ingest's train/valid/test split of whole files to leave each split a couple.
+RENDER_COUNT = 24
 
 
 class DataAddError(ValueError):
@@ -200,3 +210,48 @@ def add(
         typer.echo(f"not tracked by DVC: {Path.cwd()} has no .dvc/ (`dvc init`, then `dvc add {target}` versions it)")
     typer.echo(f"{params}: data.sources is now [{', '.join(sources)}]")
     typer.echo("next: `dvc repro` prepares the corpus with it and retrains (`musicops demo` also promotes the model)")
+
+
+RENDER_HELP = (
+    "Render COUNT clips of GENRE, composed, rendered and captioned as the offline corpus is, into FOLDER: audio "
+    f"files and a {CAPTIONS_FILE} (file,caption), the layout `musicops data add FOLDER` takes.\n\n"
+    "Sample rate, clip length and audio format are params.yaml's data section's. The clips come from a seed stream "
+    "of the genre's own, so none is a clip of the corpus. With data.genres leaving GENRE out of the corpus, the base "
+    "model never heard it: `musicops data add FOLDER` then brings it in as new data to fine-tune on.\n\n"
+    "FOLDER must not exist or be empty; it appears whole or not at all."
+)
+
+
+@app.command(help=RENDER_HELP)
+def render(
+    folder: Annotated[Path, typer.Argument(help="Where the clips go (a new or empty folder).")],
+    genre: Annotated[str, typer.Option(help="A genre of the rendered corpus, e.g. jazz or 'hip hop'.")],
+    count: Annotated[int, typer.Option(min=1, help="How many clips.")] = RENDER_COUNT,
+    seed: Annotated[int | None, typer.Option(help="The seed of the clips. Default: params.yaml's data.seed.")] = None,
+    params: Annotated[
+        Path, typer.Option(help="The parameters file: its data section's sample_rate, clip_seconds, audio_format.")
+    ] = paths.PARAMS,
+) -> None:
+    """Render GENRE's clips into FOLDER (the help is RENDER_HELP)."""
+    from tqdm import tqdm
+
+    from components.corpus.rendered import check_genres, render_genre
+    from model.atomic_io import atomic_directory
+    from settings.params import ParamsError, load_section
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise _fail(f"{folder} already exists and is not an empty folder: name a new one")
+    try:
+        check_genres([genre])
+        data = load_section(params, "data")
+    except ParamsError as error:
+        raise _fail(str(error)) from None
+    if seed is not None:
+        data = replace(data, seed=seed)
+    with atomic_directory(folder) as staging, tqdm(total=count, unit="clip", desc=f"render {genre}") as bar:
+        render_genre(genre, count, data, staging, bar.update)
+    typer.echo(
+        f"rendered {count} {genre} clips ({count * data.clip_seconds / 60:.1f} min, {data.sample_rate} Hz "
+        f"{data.audio_format}) and {CAPTIONS_FILE} into {folder}"
+    )
+    typer.echo(f"next: `musicops data add {folder}` adds them as a data source")

@@ -48,6 +48,10 @@ class DataParams:
     audio_format: str = "flac"  # flac (lossless, about half of wav) or wav
     # The user's data sources read beside `source`: names of folders under data/sources (settings.data_sources)
     sources: list[str] = field(default_factory=list)
+    # Rendered corpus only: the genres it renders, taking turns (None: every genre of components/corpus/genres.py).
+    # Leaving one out gives a base model that never heard it (`musicops data render` makes it new data). The names
+    # are checked where the genres are defined (components.corpus.rendered), which settings must not import.
+    genres: list[str] | None = None
 
     def check(self) -> None:
         if set(self.splits) != {"train", "valid", "test"} or any(v < 0 for v in self.splits.values()):
@@ -62,6 +66,8 @@ class DataParams:
             raise ParamsError(f"data.audio_format must be flac or wav, got {self.audio_format!r}")
         if self.sample_rate < 8000:
             raise ParamsError(f"data.sample_rate must be at least 8000, got {self.sample_rate}")
+        if self.genres is not None and not self.genres:
+            raise ParamsError("data.genres must name at least one genre, or be null for every genre")
 
 
 @dataclass(frozen=True)

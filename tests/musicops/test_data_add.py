@@ -3,7 +3,6 @@ nothing; one that passes becomes data/sources/<name>, DVC-tracked, and listed in
 kept; bad folders and names are named."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,8 @@ from typer.testing import CliRunner
 
 from musicops.cli import app
 from settings.data_sources import CAPTIONS_FILE
-from tests.support import REPO
 from tests.support.audio_folder import audio_folder
+from tests.support.scratch_repo import scratch_repo
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -33,19 +32,9 @@ def _state(repo: Path) -> dict[str, bytes]:
     }
 
 
-def _repo(tmp_path: Path, dvc: bool = True) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    if dvc:
-        subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
-    return repo
-
-
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    repo = _repo(tmp_path)
+    repo = scratch_repo(tmp_path)
     monkeypatch.chdir(repo)
     return repo
 
@@ -124,7 +113,7 @@ def test_a_bad_name_is_refused(repo: Path):
 
 
 def test_outside_a_dvc_repository_it_says_the_source_is_not_tracked(tmp_path: Path, monkeypatch):
-    repo = _repo(tmp_path, dvc=False)
+    repo = scratch_repo(tmp_path, dvc=False)
     monkeypatch.chdir(repo)
     audio_folder(repo / "music", files=3, seconds=SECONDS)
     result = runner.invoke(app, ["data", "add", "music"])
