@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
@@ -52,6 +53,7 @@ from serving.front.metrics import MetricsMiddleware
 from serving.front.run import Run
 from serving.front.state import Front, FrontSettings
 from serving.front.ws import serve_socket
+from serving.json_safe import validation_error_handler
 from serving.sources import AudioSource, LocalSource, RemoteSource, SourceError
 from serving.wire import pcm16_base64, sse, wav_bytes
 from settings.params import ServeSettings
@@ -126,14 +128,22 @@ def create_app(source: AudioSource, settings: FrontSettings | None = None) -> Fa
 
     for kind in (Overloaded, EngineBusy, EngineStopped, ModelInputError, SourceError):
         app.add_exception_handler(kind, on_problem)
+    # FastAPI's own 422 handler fails (a 500) on a request holding NaN or Infinity, which its errors echo.
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
 
-    refusals = {401: {"description": "No or a wrong API key"}, 429: {"description": "Busy; see Retry-After"}}
+    # The key dependencies declare the security schemes in the OpenAPI document, so they are attached only when a
+    # key is set (read once, here): a schema-driven client of an open front then expects no 401. Without a key,
+    # check_key lets everything through anyway.
+    keyed = settings.api_key is not None
+    refusals = {429: {"description": "Busy; see Retry-After"}}
+    if keyed:
+        refusals[401] = {"description": "No or a wrong API key"}
 
     @app.post(
         "/v1/generate",
         response_class=Response,
         responses={200: {"content": {"audio/wav": {}}, "description": "16-bit mono WAV"}, **refusals},
-        dependencies=[Depends(require_key)],
+        dependencies=[Depends(require_key)] if keyed else [],
         tags=["generate"],
     )
     async def generate(body: RequestModel, request: Request) -> Response:
@@ -167,7 +177,7 @@ def create_app(source: AudioSource, settings: FrontSettings | None = None) -> Fa
         "/v1/generate/stream",
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}, **refusals},
-        dependencies=[Depends(require_key_or_query)],
+        dependencies=[Depends(require_key_or_query)] if keyed else [],
         tags=["generate"],
     )
     async def generate_events(query: Annotated[QueryModel, Query()]) -> StreamingResponse:

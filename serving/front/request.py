@@ -11,7 +11,9 @@ from model.generation_params import GenerationParams
 class GenerateRequest(BaseModel):
     """One generation. `request_models` narrows prompt length and duration to a front's limits."""
 
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent default
+    # A misspelt field is an error, not a silent default; NaN and +-Infinity (which JSON parsers and query strings
+    # let through as floats) are refused as "not a finite number", not compared with a bound they slip past.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str = Field("", description="What the music should be; empty for unconditional generation.")
     duration: float = Field(8.0, gt=0, description="Seconds of audio.")
