@@ -14,6 +14,7 @@ the field at fault, which KServe answers with 400 (gRPC INVALID_ARGUMENT).
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from typing import Any
 
@@ -51,6 +52,8 @@ def param_value(name: str, value: Any, where: str) -> int | float | None:
     """A V1 JSON value as the GenerationParams field `name` takes it; a negative seed means a random one."""
     kind = PARAM_TYPES[name]
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(value, float) and not math.isfinite(value):  # NaN slips past every range check: refuse it by name
+        raise InvalidInput(f"{where} must be a finite number, got {value!r}")
     if not number or (kind is int and not float(value).is_integer()):
         expected = "an integer" if kind is int else "a number"
         raise InvalidInput(f"{where} must be {expected}, got {value!r}")
@@ -84,9 +87,15 @@ def v2_values(tensor: InferInput) -> np.ndarray:
     if tensor.datatype != datatype:
         raise InvalidInput(f"input {tensor.name} must be {datatype}, got {tensor.datatype}")
     try:
-        return tensor.as_numpy().reshape(-1)
-    except ValueError as error:  # data that does not fill the declared shape
+        values = tensor.as_numpy().reshape(-1)
+    # ValueError: data that does not fill the declared shape, or JSON NaN in an integer tensor; OverflowError:
+    # JSON Infinity in an integer tensor.
+    except (ValueError, OverflowError) as error:
         raise InvalidInput(f"input {tensor.name}: {first_line(error)}") from None
+    if values.dtype.kind == "f" and not np.isfinite(values).all():  # NaN slips past every range check
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise InvalidInput(f"input {tensor.name} must hold finite numbers, got {values[row]} at index {row}")
+    return values
 
 
 def v2_column(tensor: InferInput, batch: int) -> np.ndarray:

@@ -6,8 +6,9 @@ while servers here listen on 127.0.0.1 outside Kubernetes, so `PredictorServer.s
 (one uvicorn worker, no TLS files, gRPC always on) with servers bound to the host asked for. It calls ModelServer's
 private members (`_register_and_check_atleast_one_model_is_ready`, `_rest_server`, `_grpc_server`, `_serve`),
 GRPCServer's (`_data_plane`, `_model_repository_extension`, `_port`, `_server`) and RESTServer's uvicorn `config`
-and `_server`. When kserve is upgraded, compare those two upstream methods with the ones here first: this is the
-one file that knows them.
+and `_server`, and replaces ModelServer's `dataplane` with one whose V1 decoding also reads NaN
+(LenientJSONDataPlane over `DataPlane.decode`). When kserve is upgraded, compare those upstream methods with the ones
+here first: this is the one file that knows them.
 
     python -m serving.predictor --model_dir=artifacts/model [--backend=auto|torch|onnx] \\
         [--http_port=8080] [--grpc_port=8081] [--host=127.0.0.1] [--max_batch=8] [--max_queue=32]
@@ -17,18 +18,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from concurrent import futures
+from contextlib import suppress
 from typing import Any
 
 import kserve
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from grpc import aio
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, PredictorProtocol
+from kserve.errors import InvalidInput
 from kserve.model_server import app as kserve_app
 from kserve.model_server import args as kserve_args
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
 from kserve.protocol.grpc.server import GRPCServer
@@ -38,11 +44,13 @@ from kserve.protocol.rest.server import RESTServer
 from model.errors import ModelInputError
 from model.loader import BACKENDS
 from model.torch_threads import keep_to_one_thread
+from serving.json_safe import validation_error_handler
 from serving.launch import READY_LINE
 from serving.predictor.musicgen import MODEL_NAME, RETRY_AFTER_S, MusicGenModel, ServiceUnavailable
 
 # A batch of 8 clips of 30 s at 32 kHz in FP32 is 31 MB; KServe's default gRPC limit is 8 MB.
 GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+V1_PROTOCOL = PredictorProtocol.REST_V1.value  # DataPlane.decode's default
 DESCRIPTION = "The KServe predictor: a `kserve.Model` serving a MusicGen model through a GenerationEngine, V1 and V2."
 
 
@@ -50,6 +58,30 @@ async def service_unavailable_handler(_: Request, error: ServiceUnavailable) -> 
     """REST's answer to ServiceUnavailable: 503 with Retry-After, registered on KServe's app by PredictorServer."""
     headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(status_code=503, content={"error": str(error)}, headers=headers)
+
+
+class LenientJSONDataPlane(DataPlane):
+    """KServe's DataPlane, whose V1 JSON decoding also reads NaN and +-Infinity, so the protocol can name the field.
+
+    KServe parses a V1 body with orjson, which refuses those literals with a 400 naming only a character offset;
+    Python's json (what FastAPI, and so KServe's V2 REST route, parses with) reads them as floats. A body only
+    Python's json reads is decoded again from that parse, and serving/predictor/protocol.py refuses the non-finite
+    value with a 400 naming the instance and field.
+    """
+
+    def decode(
+        self, body: Any, headers: Any, protocol_version: str = V1_PROTOCOL, model_name: str | None = None
+    ) -> tuple[Any, dict]:
+        try:
+            return super().decode(body, headers, protocol_version, model_name)
+        except InvalidInput:
+            parsed = None
+            if isinstance(body, bytes) and protocol_version == V1_PROTOCOL:  # V2 bodies have their own decoding
+                with suppress(ValueError):  # not JSON to either parser: KServe's own error stands
+                    parsed = json.loads(body)
+            if not isinstance(parsed, dict):
+                raise
+            return super().decode(parsed, headers, protocol_version, model_name)
 
 
 class BoundGRPCServer(GRPCServer):
@@ -87,6 +119,7 @@ class PredictorServer(kserve.ModelServer):
     def __init__(self, host: str, **options: Any) -> None:
         super().__init__(**options)
         self.host = host
+        self.dataplane = LenientJSONDataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[kserve.Model]) -> None:
         """Serve until SIGTERM or SIGINT (run it in the main thread); prints one line once both servers listen.
@@ -94,6 +127,8 @@ class PredictorServer(kserve.ModelServer):
         ModelServer.start with one worker, its servers replaced by ones bound to `host`."""
         self._register_and_check_atleast_one_model_is_ready(models)
         kserve_app.add_exception_handler(ServiceUnavailable, service_unavailable_handler)
+        # FastAPI's stock 422 is a 500 when the request held NaN or Infinity (V2 JSON, which Python's json reads).
+        kserve_app.add_exception_handler(RequestValidationError, validation_error_handler)
         self._rest_server = RESTServer(
             FASTAPI_APP_IMPORT_STRING,
             self.dataplane,
