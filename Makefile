@@ -56,7 +56,7 @@ serve: install
 test: install triton-env
 	@$(BIN)/ruff check .
 	@$(BIN)/lint-imports
-	@$(BIN)/pytest -m "not slow"
+	@$(BIN)/pytest -m "not slow" --durations=10
 
 test-slow: install
 	@$(BIN)/pytest -m slow
