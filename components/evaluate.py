@@ -7,7 +7,10 @@ Four systems are measured on the same prompts: `model` (the trained model), `unt
 model with a freshly initialised decoder: what training bought), `codec` (the held-out clips encoded
 and decoded by the model's codec: the best its decoder's tokens can sound, so the ceiling of what any
 decoder over this codec can reach) and `real` (the held-out clips themselves: the ceiling of every
-estimator; for FAD, the floor is real training audio against the real held-out audio). Measured:
+estimator; for FAD, the floor is real training audio against the real held-out audio). A fine-tuned model
+(its card names the model training started from, `train.init_from`) has a fifth, `start`: that model, as it
+was when training began, so each number has its "before" and "after" on the same prompts, and the gate
+refuses a model that forgot what its start knew. Measured:
 Fréchet Audio Distance with each configured embedder (numbers from different embedders are not
 comparable), prompt adherence (tempo, key, a label classifier's accuracy and KL; and whether the
 models keep the tempo of a real clip whose opening they continue), and audio quality
@@ -41,6 +44,7 @@ from components.evaluation.datasets import CORPUS, dataset_of, held_out_splits
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
 from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
 from components.evaluation.significance import paired_gain
+from components.training.start import weights_digest
 from model.atomic_io import atomic_directory
 from model.audio import read_audio, write_audio
 from model.audio_quality import FEATURES, audio_features, snr_db
@@ -50,6 +54,7 @@ from settings import paths
 from settings.params import EvaluateParams, ParamsError, load_section
 
 SYSTEMS = ("model", "untrained", "codec", "real")
+START = "start"  # the model a fine-tuned model started from: measured beside it when its card names one
 
 
 class EvaluateError(ValueError):
@@ -126,6 +131,35 @@ def settings_fingerprint(params: EvaluateParams, tests: list[Clip]) -> str:
     return hashlib.sha256(json.dumps(compared, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def starting_model(card) -> tuple[Path | None, str]:
+    """The directory a fine-tuned model started from, when it still holds the weights training started from;
+    else None. With a line saying which, for metrics.json."""
+    if not card.started_from:
+        return None, "trained from scratch: no starting model to compare with"
+    directory = Path(card.started_from)
+    if not (directory / "config.json").is_file():
+        return None, f"the starting model {directory} is not here: not measured"
+    if weights_digest(directory) != card.started_from_sha256:
+        return None, f"the starting model {directory} has changed since training started from it: not measured"
+    return directory, f"the starting model {directory}, as training started from it"
+
+
+def before_after(split: dict[str, Any]) -> str:
+    """One line on a split: each adherence metric and FAD (mel, else the first embedder), the model beside the
+    model it started from (with the paired gain's P) when it has one, else beside the untrained model."""
+    baseline = START if "gain_over_start" in split else "untrained"
+    gains = split[f"gain_over_{baseline}"]
+    parts = [
+        f"{name} {split['adherence'][name][baseline]:.2f} -> {split['adherence'][name]['model']:.2f} "
+        f"(P(no gain) {gain['p_no_gain']:.3f})"
+        for name, gain in gains.items()
+    ]
+    embedder = "mel" if "mel" in split["fad"] else next(iter(split["fad"]))
+    fad = split["fad"][embedder]
+    parts.append(f"FAD ({embedder}) {fad[baseline]:.2f} -> {fad['model']:.2f}")
+    return f"{baseline} -> model: " + ", ".join(parts)
+
+
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.mean(finite)) if finite else float("nan")
@@ -162,6 +196,8 @@ def evaluate(
         raise EvaluateError(f"no model in {model_dir}: it has no config.json (run the train stage first)")
 
     generator = MusicGenerator.load(model_dir)
+    start_dir, start_note = starting_model(generator.card)
+    systems = ("model", START, *SYSTEMS[1:]) if start_dir else SYSTEMS
     rate = generator.sample_rate
     length = round(params.duration * rate)
     prompts = [clip.caption for clip in tests]
@@ -174,6 +210,10 @@ def evaluate(
         audio["model"], model_seconds = _generate(generator, prompts, params, "model")
     untrained = generator.untrained(params.seed)
     audio["untrained"], _ = _generate(untrained, prompts, params, "untrained")
+    generators = {"model": generator, "untrained": untrained}
+    if start_dir:
+        generators[START] = MusicGenerator.load(start_dir)
+        audio[START], _ = _generate(generators[START], prompts, params, START)
     audio["real"] = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in tests]
     with torch.inference_mode():
         audio["codec"] = [generator.decode_audio(generator.encode_audio(a[None]))[0][:length] for a in audio["real"]]
@@ -181,7 +221,7 @@ def evaluate(
     # The ONNX export has no codec encoder to read a real opening with, so its evaluation skips this.
     continued = None
     if params.continuation_seconds and onnx_dir is None:
-        continued = _continuations({"model": generator, "untrained": untrained}, audio, prompts, params, tests)
+        continued = _continuations(generators, audio, prompts, params, tests)
 
     # Frame embeddings per embedder and system; the FAD floor compares real training and test audio.
     weights = vggish_weights or params.vggish_weights
@@ -192,30 +232,39 @@ def evaluate(
     frames: dict[str, dict[str, list[np.ndarray]]] = {}
     with torch.inference_mode():
         for name, embedder in tqdm(embedders.items(), desc="embed", unit="embedder"):
-            frames[name] = {system: [embedder.embed(a, rate) for a in audio[system]] for system in SYSTEMS}
+            frames[name] = {system: [embedder.embed(a, rate) for a in audio[system]] for system in systems}
             frames[name]["reference"] = [embedder.embed(a, rate) for a in reference_audio]
-    rows = _per_prompt_rows(tests, references, audio, continued, frames, params, rate)
+        # The label classifier also learns the labels of the new data's training clips (a genre the main corpus
+        # lacks cannot be recognised otherwise); FAD's floor stays the main corpus's.
+        label = params.classifier_label
+        new = [c for c in clips if c.split == "train" and dataset_of(c) != CORPUS and c.labels.get(label) is not None]
+        extra = _pick(new, len(references), params.seed)
+        embedder = embedders[params.classifier_embedder]
+        extra_frames = [embedder.embed(read_audio(corpus_dir / clip.path, rate)[:length], rate) for clip in extra]
+    classifier_data = (references + extra, frames[params.classifier_embedder]["reference"] + extra_frames)
+    rows = _per_prompt_rows(tests, classifier_data, audio, continued, frames, params, rate, systems)
     snr = [snr_db(real, codec) for real, codec in zip(audio["real"], audio["codec"], strict=True)]
     old = splits[CORPUS]
-    metrics = _split_metrics(old, tests, rows, frames, params)
+    metrics = _split_metrics(old, tests, rows, frames, params, systems)
     metrics |= {
+        "start": {"directory": str(start_dir) if start_dir else None, "note": start_note},
         "codec_snr_db": _mean(snr[: len(old)]),
         "prompts": len(old),
         "real_time_factor": len(tests) * params.duration / model_seconds,
         "settings": settings_fingerprint(params, old),
     }
-    new_data = {name: _split_metrics(split, tests, rows, frames, params) for name, split in splits.items()}
+    new_data = {name: _split_metrics(split, tests, rows, frames, params, systems) for name, split in splits.items()}
     metrics["new_data"] = {name: values | {"prompts": len(splits[name])} for name, values in new_data.items()}
     del metrics["new_data"][CORPUS]
     decision = decide(metrics, params, params.promoted)
-    _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders)
+    _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders, systems)
     return Evaluation(metrics, decision, out_dir)
 
 
-def _split_metrics(split: list[Clip], tests: list[Clip], rows, frames, params: EvaluateParams) -> dict[str, Any]:
+def _split_metrics(split: list[Clip], tests: list[Clip], rows, frames, params: EvaluateParams, systems) -> dict:
     """FAD, adherence with its gains, and quality over one dataset's test clips (`split`, a part of `tests`)."""
-    at = [i for i, clip in enumerate(tests) if clip in split]
     ids = {clip.id for clip in split}
+    at = [i for i, clip in enumerate(tests) if clip.id in ids]
     mine = [row for row in rows if row["id"] in ids]
     fad = {}
     for name, f in frames.items():  # over embedding frames: one clip gives many
@@ -224,33 +273,38 @@ def _split_metrics(split: list[Clip], tests: list[Clip], rows, frames, params: E
             system: frechet_audio_distance(
                 np.concatenate(f["reference"] if system == "real" else [f[system][i] for i in at]), real
             )
-            for system in SYSTEMS
+            for system in systems
         }
-    return {
+    metrics = {
         "fad": fad,
-        "adherence": _summaries(mine, list(ADHERENCE)),
+        "adherence": _summaries(mine, list(ADHERENCE), systems),
         "gain_over_untrained": _gains(mine, list(ADHERENCE), params.seed),
-        "quality": _summaries(mine, list(FEATURES)),
+        "quality": _summaries(mine, list(FEATURES), systems),
     }
+    if START in systems:
+        metrics["gain_over_start"] = _gains(mine, list(ADHERENCE), params.seed, baseline=START)
+    return metrics
 
 
-def _per_prompt_rows(tests, references, audio, continued, frames, params, rate) -> list[dict[str, Any]]:
-    """One row per (system, prompt): labels, features, adherence and the label classifier's view."""
+def _per_prompt_rows(tests, classifier_data, audio, continued, frames, params, rate, systems) -> list[dict[str, Any]]:
+    """One row per (system, prompt): labels, features, adherence and the label classifier's view.
+    `classifier_data`: the clips the label classifier learns from, and their embedding frames."""
     label = params.classifier_label
-    train_labels = [str(clip.labels.get(label)) for clip in references]
+    known, known_frames = classifier_data
+    train_labels = [str(clip.labels.get(label)) for clip in known]
     classifier = None
     # The main corpus's labels decide: a data source's clips carry a caption, and that label only if it has one.
-    labelled = [*references, *(clip for clip in tests if dataset_of(clip) == CORPUS)]
+    labelled = [*known, *(clip for clip in tests if dataset_of(clip) == CORPUS)]
     if all(clip.labels.get(label) is not None for clip in labelled) and len(set(train_labels)) > 1:
-        vectors = np.stack([clip_vector(f) for f in frames[params.classifier_embedder]["reference"]])
+        vectors = np.stack([clip_vector(f) for f in known_frames])
         classifier = LabelClassifier(params.seed).fit(vectors, train_labels)
     probabilities = {}
     if classifier:
-        for system in SYSTEMS:
+        for system in systems:
             vectors = np.stack([clip_vector(f) for f in frames[params.classifier_embedder][system]])
             probabilities[system] = classifier.probabilities(vectors)
     rows = []
-    work = [(system, i) for system in SYSTEMS for i in range(len(tests))]
+    work = [(system, i) for system in systems for i in range(len(tests))]
     for system, i in tqdm(work, desc="analyse", unit="clip"):
         clip, clip_audio = tests[i], audio[system][i]
         features = audio_features(clip_audio, rate)
@@ -275,22 +329,24 @@ def _truth(labels: dict[str, Any]) -> dict[str, Any]:
     return {f"true_{name}": labels.get(name) for name in ("genre", "tempo", "key", "mood")}
 
 
-def _summaries(rows: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, float]]:
+def _summaries(rows: list[dict[str, Any]], names: list[str], systems) -> dict[str, dict[str, float]]:
     """Per metric and system, the mean over prompts (metrics no row has are left out)."""
     present = [name for name in names if any(name in row for row in rows)]
     return {
-        name: {system: _mean([row.get(name) for row in rows if row["system"] == system]) for system in SYSTEMS}
+        name: {system: _mean([row.get(name) for row in rows if row["system"] == system]) for system in systems}
         for name in present
     }
 
 
-def _gains(rows: list[dict[str, Any]], names: list[str], seed: int) -> dict[str, dict[str, float]]:
-    """Per adherence metric, the model's paired gain over the untrained model on the same prompts."""
-    by_system = {system: [row for row in rows if row["system"] == system] for system in ("model", "untrained")}
+def _gains(
+    rows: list[dict[str, Any]], names: list[str], seed: int, baseline: str = "untrained"
+) -> dict[str, dict[str, float]]:
+    """Per adherence metric, the model's paired gain over `baseline` (another system) on the same prompts."""
+    by_system = {system: [row for row in rows if row["system"] == system] for system in ("model", baseline)}
     return {
         name: paired_gain(
             [row.get(name) for row in by_system["model"]],
-            [row.get(name) for row in by_system["untrained"]],
+            [row.get(name) for row in by_system[baseline]],
             ADHERENCE[name][1],
             seed,
         )
@@ -299,7 +355,7 @@ def _gains(rows: list[dict[str, Any]], names: list[str], seed: int) -> dict[str,
     }
 
 
-def _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders) -> None:
+def _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders, systems) -> None:
     import pandas as pd
 
     rate = generator.sample_rate
@@ -319,11 +375,11 @@ def _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, pa
         for name, per_system in frames.items():
             for system in ("model", "real"):
                 gaussian_stats(np.concatenate(per_system[system])).save(reference / f"{name}_{system}.npz")
-        context = _report_context(metrics, decision, rows, audio, tests, generator, params, embedders)
+        context = _report_context(metrics, decision, rows, audio, tests, generator, params, embedders, systems)
         render_report(staging / "report.html", context)
 
 
-def _report_context(metrics, decision, rows, audio, tests, generator, params, embedders) -> dict[str, Any]:
+def _report_context(metrics, decision, rows, audio, tests, generator, params, embedders, systems) -> dict[str, Any]:
     rate = generator.sample_rate
     shown = tests[: params.report_samples]
     samples = [
@@ -335,7 +391,7 @@ def _report_context(metrics, decision, rows, audio, tests, generator, params, em
                     "audio": audio_uri(audio[system][i], rate),
                     "spectrogram": spectrogram_uri(audio[system][i], rate),
                 }
-                for system in SYSTEMS
+                for system in systems
             },
         }
         for i, clip in enumerate(tqdm(shown, desc="report", unit="prompt"))
@@ -350,7 +406,7 @@ def _report_context(metrics, decision, rows, audio, tests, generator, params, em
         "rows": rows,
         "samples": samples,
         "summary_chart": summary_chart_uri(metrics),
-        "systems": SYSTEMS,
+        "systems": systems,
         "params": asdict(params),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -387,12 +443,11 @@ def main(
             f"{metrics['adherence'][name]['untrained']:.3f}; gain {gain['gain']:+.3f} "
             f"[{gain['low']:+.3f}, {gain['high']:+.3f}], P(no gain) {gain['p_no_gain']:.3f}"
         )
-    for source, split in metrics["new_data"].items():
-        gains = ", ".join(
-            f"{name} {gain['gain']:+.3f} (P {gain['p_no_gain']:.3f})"
-            for name, gain in split["gain_over_untrained"].items()
-        )
-        typer.echo(f"new data {source} ({split['prompts']} prompts): gain over untrained {gains or '-'}")
+    typer.echo(f"start: {metrics['start']['note']}")
+    for title, split in [("test split", metrics)] * ("gain_over_start" in metrics) + [
+        (f"new data {source} ({split['prompts']} prompts)", split) for source, split in metrics["new_data"].items()
+    ]:
+        typer.echo(f"{title}: {before_after(split)}")
     verdict = "PROMOTE" if decision.promote else "REFUSED"
     failed = [check.rule for check in decision.checks if not check.passed]
     typer.echo(f"gate: {verdict}" + (f" ({'; '.join(failed)})" if failed else ""))

@@ -375,6 +375,8 @@ def _export_best(
         data_version="md5:" + ",".join(f"{k}={v[:12]}" for k, v in meta["data_version"].items()),
         data_sources=meta["data_sources"],
         training_commit=meta["training_commit"],
+        started_from=str(trainer.start.directory) if trainer.start.directory else None,
+        started_from_sha256=trainer.start.weights_sha256,
         metrics={
             "valid_loss": report.best_valid_loss,
             "uniform_loss": report.uniform_loss,

@@ -43,6 +43,10 @@ class ModelCard:
     # so the drift check knows whether there is data this model has not seen.
     data_sources: dict[str, str] = field(default_factory=dict)
     training_commit: str | None = None
+    # The model directory this one was fine-tuned from (train.init_from; None: trained from scratch) and the
+    # sha256 of its weights then: evaluation measures that model beside this one ("before" and "after").
+    started_from: str | None = None
+    started_from_sha256: str | None = None
     # Where the text encoder's weights are: None in model.safetensors; BUNDLED_TEXT_ENCODER ("minilm") in the
     # package that bundles them (a slim directory, `save_model(..., slim=True)`, leaves them out).
     text_encoder_weights: str | None = None

@@ -1,4 +1,5 @@
-"""The promotion gate: thresholds from params.yaml, and no regression against the promoted model.
+"""The promotion gate: thresholds from params.yaml, and no regression against the promoted model nor, for a
+fine-tuned model, against the model it started from (measured in the same evaluation, on the same prompts).
 
 The decision (`decision.json`) is the evaluation stage's output that the pipeline's deploy step
 reads; `promote` copies a model that passed, with its metrics, into the promoted folder the next
@@ -71,9 +72,13 @@ def _threshold_checks(metrics: dict[str, Any], params: EvaluateParams) -> list[C
     return checks
 
 
-def _regression_checks(metrics: dict[str, Any], promoted: dict[str, Any], params: EvaluateParams) -> list[Check]:
-    """No metric the gate reads may be worse than the promoted model's beyond the tolerance."""
+def _regression_checks(
+    metrics: dict[str, Any], promoted: dict[str, Any], params: EvaluateParams, whose: str = "promoted model's"
+) -> list[Check]:
+    """No metric the gate reads may be worse than `promoted`'s (metrics of another model, `whose`) beyond the
+    tolerance."""
     tolerance = params.regression_tolerance
+    prefix = "regression" if whose == "promoted model's" else "regression_from_start"
     checks = []
     embedder = params.gate_embedder
     if embedder in promoted.get("fad", {}):
@@ -81,11 +86,11 @@ def _regression_checks(metrics: dict[str, Any], promoted: dict[str, Any], params
         limit = before * (1 + tolerance)
         checks.append(
             Check(
-                f"regression.fad.{embedder}",
+                f"{prefix}.fad.{embedder}",
                 now,
                 limit,
                 now <= limit,
-                f"FAD ({embedder}) <= promoted model's {before:.4g} x (1 + {tolerance:g})",
+                f"FAD ({embedder}) <= {whose} {before:.4g} x (1 + {tolerance:g})",
             )
         )
     for metric in ("tempo_match", "key_score", "label_accuracy"):
@@ -94,14 +99,24 @@ def _regression_checks(metrics: dict[str, Any], promoted: dict[str, Any], params
             limit = before - tolerance
             checks.append(
                 Check(
-                    f"regression.{metric}",
+                    f"{prefix}.{metric}",
                     now,
                     limit,
                     now >= limit,
-                    f"{metric} >= promoted model's {before:.3g} - {tolerance:g}",
+                    f"{metric} >= {whose} {before:.3g} - {tolerance:g}",
                 )
             )
     return checks
+
+
+def _as_model(metrics: dict[str, Any], system: str) -> dict[str, Any] | None:
+    """Another system's numbers in `metrics`, laid out as if it were the model (None when it was not measured)."""
+    if not any(system in values for values in metrics["fad"].values()):
+        return None
+    return {
+        section: {name: {"model": values[system]} for name, values in metrics[section].items() if system in values}
+        for section in ("fad", "adherence")
+    }
 
 
 def read_promoted(folder: str | Path) -> dict[str, Any] | None:
@@ -128,6 +143,9 @@ def decide(metrics: dict[str, Any], params: EvaluateParams, promoted_folder: str
     else:
         checks += _regression_checks(metrics, promoted, params)
         compared = str(promoted_folder)
+    start = _as_model(metrics, "start")
+    if start:  # the old test split, before and after fine-tuning: what it knew must not be forgotten
+        checks += _regression_checks(metrics, start, params, whose="starting model's")
     return Decision(all(check.passed for check in checks), checks, compared, notes)
 
 

@@ -64,7 +64,7 @@ def summary_chart_uri(metrics: dict[str, Any]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"model": "#1565c0", "untrained": "#9e9e9e", "codec": "#a1887f", "real": "#2e7d32"}
+    colours = {"model": "#1565c0", "start": "#f9a825", "untrained": "#9e9e9e", "codec": "#a1887f", "real": "#2e7d32"}
     panels = [(f"FAD ({name}) ↓", values) for name, values in metrics["fad"].items()]
     panels += [
         (f"{name} ↑", metrics["adherence"][name])
@@ -73,7 +73,7 @@ def summary_chart_uri(metrics: dict[str, Any]) -> str:
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.4), dpi=90)
     for ax, (title, values) in zip(np.atleast_1d(axes), panels, strict=True):
-        names = list(colours)
+        names = [name for name in colours if name in values]  # `start` only for a fine-tuned model
         ax.bar(names, [values[n] for n in names], color=[colours[n] for n in names])
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)

@@ -1,6 +1,6 @@
 """The evaluation with new data: the main corpus's test split stays the headline (and comparable with the promoted
-model's), each data source's test split is reported beside it, and the gate refuses a model that gains on the new
-data but forgets the old beyond the tolerance."""
+model's), each data source's test split is reported beside it, a fine-tuned model is measured beside the model it
+started from, and the gate refuses a model that gains on the new data but forgets the old beyond the tolerance."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from dataclasses import asdict, replace
 import pytest
 
 from components.corpus.manifest import read_manifest, write_manifest
-from components.evaluate import evaluate
+from components.evaluate import before_after, evaluate, starting_model
 from components.evaluation.datasets import CORPUS, held_out_splits
 from components.evaluation.gate import decide
 from components.prepare import prepare
+from components.training.start import weights_digest
+from model.checkpoint import ModelCard
 from settings.params import EvaluateParams
 from tests.components.test_evaluate import GATE, MICRO_EVALUATION, crafted
 from tests.support.micro_pipeline import MICRO_DATA
@@ -76,3 +78,82 @@ def test_the_gate_weighs_the_old_split_whatever_the_new_data_gained(tmp_path):
     assert not refused.promote
     assert {c.name for c in refused.checks if not c.passed} == {"regression.fad.mel", "regression.tempo_match"}
     assert asdict(EvaluateParams()).get("regression_tolerance") == 0.1  # the default the crafted numbers assume
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(micro_dir, tmp_path_factory):
+    """A "fine-tuned" model: a copy of the micro model whose card says it started from another copy of it (the
+    weights are the same, so every before-after gain is zero)."""
+    root = tmp_path_factory.mktemp("fine-tuned")
+    start, tuned = root / "start", root / "tuned"
+    shutil.copytree(micro_dir, start)
+    shutil.copytree(micro_dir, tuned)
+    card = json.loads((tuned / "musicops.json").read_text())
+    card |= {"started_from": str(start), "started_from_sha256": weights_digest(start)}
+    (tuned / "musicops.json").write_text(json.dumps(card))
+    return start, tuned
+
+
+@pytest.fixture(scope="module")
+def labelled_corpus(corpora, tmp_path_factory):
+    """The corpus with the source "polka" whose clips carry a genre the main corpus lacks (as `data render`
+    writes it into the source's captions)."""
+    folder = tmp_path_factory.mktemp("labelled") / "corpus"
+    shutil.copytree(corpora[1], folder)
+    clips = read_manifest(folder)
+    polka = lambda clip: replace(clip, labels=clip.labels | {"genre": "polka"})  # noqa: E731
+    write_manifest(folder, [polka(c) if c.id.startswith("polka-") else c for c in clips])
+    return folder
+
+
+@pytest.mark.integration
+def test_a_fine_tuned_model_is_measured_beside_the_model_it_started_from(fine_tuned, labelled_corpus, tmp_path):
+    start, tuned = fine_tuned
+    params = replace(MICRO_EVALUATION, continuation_seconds=0.0)
+    metrics = evaluate(tuned, labelled_corpus, tmp_path / "evaluation", params).metrics
+    assert metrics["start"]["directory"] == str(start)
+    assert set(metrics["fad"]["mel"]) == {"model", "start", "untrained", "codec", "real"}
+    # The same weights from the same seed: the same audio, so no gain and no regression.
+    assert metrics["fad"]["mel"]["start"] == pytest.approx(metrics["fad"]["mel"]["model"])
+    measured = [gain["gain"] for gain in metrics["gain_over_start"].values() if gain["prompts"]]
+    assert measured and all(gain == pytest.approx(0.0) for gain in measured)
+    polka = metrics["new_data"]["polka"]
+    assert set(polka["gain_over_start"]) == set(polka["adherence"])
+    # The classifier learnt the source's genre from its training clips, so the new genre is measured.
+    assert "label_accuracy" in polka["adherence"]
+    decision = json.loads((tmp_path / "evaluation" / "decision.json").read_text())
+    from_start = {c["name"] for c in decision["checks"] if c["name"].startswith("regression_from_start.")}
+    assert "regression_from_start.fad.mel" in from_start
+    assert all(c["passed"] for c in decision["checks"] if c["name"] in from_start)
+    line = before_after(polka)
+    assert line.startswith("start -> model: ") and "label_accuracy" in line and "FAD (mel)" in line
+    page = (tmp_path / "evaluation" / "report.html").read_text()
+    assert "gain over start [95% interval]" in page and f"({start})" in page
+
+
+@pytest.mark.integration
+def test_a_starting_model_changed_since_training_is_not_measured(fine_tuned, tmp_path):
+    start, tuned = fine_tuned
+    changed = tmp_path / "changed"
+    shutil.copytree(tuned, changed)
+    card = json.loads((changed / "musicops.json").read_text())
+    (changed / "musicops.json").write_text(json.dumps(card | {"started_from_sha256": "0" * 64}))
+    directory, note = starting_model(ModelCard.read(changed))
+    assert directory is None and "has changed since training started from it" in note
+    assert starting_model(ModelCard.read(tuned))[0] == start
+    assert "from scratch" in starting_model(ModelCard())[1]
+
+
+@pytest.mark.unit
+def test_the_gate_refuses_a_model_that_forgot_what_its_start_knew():
+    def with_start(metrics: dict, fad: float, tempo: float) -> dict:
+        metrics["fad"]["mel"]["start"], metrics["adherence"]["tempo_match"]["start"] = fad, tempo
+        return metrics
+
+    kept = decide(with_start(crafted(fad_model=1.05, tempo=0.55), fad=1.0, tempo=0.6), GATE)
+    assert kept.promote and any(c.name == "regression_from_start.tempo_match" for c in kept.checks)
+    forgot = decide(with_start(crafted(fad_model=1.5, tempo=0.3), fad=1.0, tempo=0.6), GATE)
+    assert not forgot.promote
+    failed = {c.name for c in forgot.checks if not c.passed}
+    assert failed == {"regression_from_start.fad.mel", "regression_from_start.tempo_match"}
+    assert "starting model's 0.6" in next(c.rule for c in forgot.checks if c.name.endswith("tempo_match"))
