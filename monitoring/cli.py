@@ -223,8 +223,13 @@ def check(
     from monitoring.trigger import start_retraining
 
     state_file = state or log.parent / "trigger_state.json"
-    unseen = _unseen(params)
-    launch = functools.partial(start_retraining, log_file=state_file.parent / "retrain.log", fine_tune=bool(unseen))
+    # Digesting the data sources reads every audio byte (gigabytes, every few minutes on a schedule): run_check
+    # asks for it only on drift, and the cache lets the launcher reuse that answer instead of digesting again.
+    unseen = functools.cache(functools.partial(_unseen, params))
+
+    def launch(kind: str, kfp_host: str | None) -> str:
+        fine_tune = bool(unseen())  # new data and a promoted model to start from
+        return start_retraining(kind, kfp_host, log_file=state_file.parent / "retrain.log", fine_tune=fine_tune)
 
     try:
         result = run_check(

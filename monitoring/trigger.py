@@ -10,8 +10,9 @@ Verdicts: "no data" (fewer than `min_rows` requests in the window), "ok", or "dr
   audio's statistics (monitoring.quality).
 
 A retraining starts only when there is data the promoted model has not seen (`unseen`: the data sources of
-settings.data_sources that its card does not list with their current digest): a drift no data can fix is
-reported with what to add instead. Retraining is `dvc repro` in the repository, or, with a promoted model to
+settings.data_sources that its card does not list with their current digest, or a function that finds them,
+asked only on drift: digesting the sources reads every audio byte): a drift no data can fix is reported with
+what to add instead. Retraining is `dvc repro` in the repository, or, with a promoted model to
 start from, `dvc exp run -S train.init_from=promoted`, which fine-tunes it on the data as it is now (started in
 the background; its output goes to a log file beside the state file), or `musicops pipeline submit --host
 KFP_HOST` (waited for: it only uploads a run). Monitoring
@@ -47,6 +48,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 Launcher = Callable[[str, str | None], str]  # (kind, kfp_host) -> what was started, one line
+# The data sources the promoted model has not seen (None: no promoted model), or a function that finds them.
+Unseen = Sequence[str] | Callable[[], Sequence[str] | None] | None
 
 
 class RetrainError(RuntimeError):
@@ -223,14 +226,15 @@ def check(
     launcher: Launcher | None = None,
     now: datetime | None = None,
     features: Sequence[str] = DRIFT_FEATURES,
-    unseen: Sequence[str] | None = None,
+    unseen: Unseen = None,
 ) -> CheckResult:
     """Check the window of `log` (a request-log folder or a loaded frame) ending at `now` against `reference`.
 
     On drift, retraining starts through `launcher(kind, kfp_host)` (default `start_retraining`) unless there is
     no new data (`unseen` given and empty: the data sources the promoted model has not seen), the cool-down holds
     it back or `dry_run` is set; only a started retraining is written to `state_file`. `unseen` None: no
-    promoted model to compare with, so any drift may retrain.
+    promoted model to compare with, so any drift may retrain. `unseen` may be a function returning either; it
+    is called once, only on drift, so a check that finds none does not digest the data sources.
     """
     span = parse_duration(window)
     now = _utc(now or datetime.now(UTC))
@@ -268,6 +272,8 @@ def check(
 
     result.verdict, result.signature = "drift", signature
     result.explanation = explain(current, reference, drift.drifted)
+    if callable(unseen):
+        unseen = unseen()  # only now: its errors (a missing data source) surface only when they matter
     if unseen is not None and not unseen:
         result.retraining = "no new data"
         result.detail = (

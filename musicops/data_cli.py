@@ -8,8 +8,9 @@ at all), runs `dvc add` on it when the repository uses DVC, and appends the name
 repository root, as every other command's defaults are.
 
 `musicops data render FOLDER --genre GENRE` renders clips of one genre of the offline corpus into FOLDER in the
-layout `data add` takes (audio files and a `captions.csv`): with params.yaml's `data.genres` leaving that genre
-out of the base model's corpus, it is the new data the retraining demo fine-tunes on.
+layout `data add` takes (audio files and a `captions.csv` with the clips' genre, tempo, key and mood): with
+params.yaml's `data.genres` leaving that genre out of the base model's corpus, it is the new data the retraining
+demo fine-tunes on.
 """
 
 from __future__ import annotations
@@ -79,21 +80,24 @@ def validate_folder(folder: Path, captions: Path | None, params_file: Path, work
 
 def copy_source(folder: Path, captions: Path | None, target: Path) -> int:
     """Copy the audio files of `folder` (relative paths kept) and their captions, as `captions.csv`, into
-    `target`, which appears whole or not at all (replacing what was there). Returns the number of files."""
-    from components.corpus.ingest import find_audio, read_captions
+    `target`, which appears whole or not at all (replacing what was there). The table keeps the label columns
+    (`LABEL_COLUMNS`, in that order) that any file has a label in. Returns the number of files."""
+    from components.corpus.ingest import LABEL_COLUMNS, find_audio, read_captions, read_labels
     from model.atomic_io import atomic_directory
 
     files = find_audio(folder)
     texts = read_captions(folder, files, str(captions) if captions else None)
+    labels = read_labels(folder, files, str(captions) if captions else None)
+    columns = [name for name in LABEL_COLUMNS if any(name in labels[file] for file in files)]
     table = io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["file", "caption"])
+    writer.writerow(["file", "caption", *columns])
     with atomic_directory(target) as staging:
         for file in files:
             relative = file.relative_to(folder)
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(file, staging / relative)
-            writer.writerow([relative.as_posix(), texts[file]])
+            writer.writerow([relative.as_posix(), texts[file], *(labels[file].get(name, "") for name in columns)])
         (staging / CAPTIONS_FILE).write_text(table.getvalue())
     return len(files)
 
@@ -157,8 +161,10 @@ def add(
     captions: Annotated[
         Path | None,
         typer.Option(
-            help="A CSV (file,caption columns) or JSONL table of captions, file paths relative to FOLDER. "
-            f"Default: FOLDER/{CAPTIONS_FILE} if there is one, else a .txt caption beside each audio file."
+            help="A CSV (file,caption columns) or JSONL table of captions, file paths relative to FOLDER; optional "
+            "genre, tempo (BPM), key ('A minor') and mood columns label the clips, so evaluation measures prompt "
+            f"adherence on them. Default: FOLDER/{CAPTIONS_FILE} if there is one, else a .txt caption beside each "
+            "audio file."
         ),
     ] = None,
     name: Annotated[
@@ -214,7 +220,8 @@ def add(
 
 RENDER_HELP = (
     "Render COUNT clips of GENRE, composed, rendered and captioned as the offline corpus is, into FOLDER: audio "
-    f"files and a {CAPTIONS_FILE} (file,caption), the layout `musicops data add FOLDER` takes.\n\n"
+    f"files and a {CAPTIONS_FILE} (file, caption and each clip's genre, tempo, key and mood), the layout "
+    "`musicops data add FOLDER` takes.\n\n"
     "Sample rate, clip length and audio format are params.yaml's data section's. The clips come from a seed stream "
     "of the genre's own, so none is a clip of the corpus. With data.genres leaving GENRE out of the corpus, the base "
     "model never heard it: `musicops data add FOLDER` then brings it in as new data to fine-tune on.\n\n"

@@ -21,6 +21,7 @@ import numpy as np
 from components.corpus.captions import write_caption
 from components.corpus.compose import compose
 from components.corpus.genres import GENRES
+from components.corpus.ingest import LABEL_COLUMNS
 from components.corpus.manifest import SPLITS, Clip, split_counts
 from components.corpus.render import render
 from model.audio import write_audio
@@ -134,20 +135,23 @@ NEW_DATA_STREAM = "new-data"
 def render_genre(
     genre: str, count: int, params: DataParams, folder: Path, progress: Callable[[int], None] | None = None
 ) -> list[tuple[str, str]]:
-    """Render `count` clips of `genre` into `folder` as audio files and a `captions.csv` (file,caption): the layout
-    of a data source, which `musicops data add` takes. Clip i's seed is clip_seed(params.seed, i, stream) with a
-    stream of this genre's own. Returns the (file, caption) rows."""
+    """Render `count` clips of `genre` into `folder` as audio files and a `captions.csv` (file, caption and each
+    clip's labels in `LABEL_COLUMNS`): the layout of a data source, which `musicops data add` takes, with the labels
+    evaluation measures adherence against. Clip i's seed is clip_seed(params.seed, i, stream) with a stream of this
+    genre's own. Returns the (file, caption) rows."""
     check_genres([genre])
     rows = []
+    table = []
     for index in range(count):
         file = f"{clip_id(genre, index)}.{params.audio_format}"
         seed = clip_seed(params.seed, index, f"{NEW_DATA_STREAM}:{genre}")
-        caption, _ = render_clip(genre, seed, params, folder / file)
+        caption, labels = render_clip(genre, seed, params, folder / file)
         rows.append((file, caption))
+        table.append([file, caption, *(labels[name] for name in LABEL_COLUMNS)])
         if progress:
             progress(1)
     with open(folder / CAPTIONS_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "caption"])
-        writer.writerows(rows)
+        writer.writerow(["file", "caption", *LABEL_COLUMNS])
+        writer.writerows(table)
     return rows

@@ -70,7 +70,7 @@ def test_new_data_comes_from_its_own_seed_stream(tmp_path: Path):
     folder.mkdir()
     rows = render_genre("jazz", 3, MICRO, folder)
     assert [file for file, _ in rows] == ["jazz-00000.flac", "jazz-00001.flac", "jazz-00002.flac"]
-    assert (folder / CAPTIONS_FILE).read_text().splitlines()[0] == "file,caption"
+    assert (folder / CAPTIONS_FILE).read_text().splitlines()[0] == "file,caption,genre,tempo,key,mood"
     assert all("jazz" in caption.lower() for _, caption in rows)
     corpus_clips = render_corpus(replace(MICRO, count=3, genres=["jazz"]), tmp_path)
     assert {c.caption for c in corpus_clips}.isdisjoint(caption for _, caption in rows)

@@ -1,5 +1,5 @@
-"""`musicops data render`: one genre of the offline corpus as a folder of new data, which `musicops data add`
-takes as it is; bad genres and folders are named and change nothing."""
+"""`musicops data render`: one genre of the offline corpus as a folder of new data, with its clips' labels, which
+`musicops data add` takes as it is, labels kept; bad genres and folders are named and change nothing."""
 
 import csv
 from pathlib import Path
@@ -9,8 +9,11 @@ import soundfile as sf
 import yaml
 from typer.testing import CliRunner
 
+from components.corpus.ingest import LABEL_COLUMNS, ingest_folder
+from model.music_features import parse_key
 from musicops.cli import app
 from settings.data_sources import CAPTIONS_FILE
+from settings.params import load_section
 from tests.support.scratch_repo import scratch_repo
 
 pytestmark = pytest.mark.integration
@@ -46,6 +49,11 @@ def test_rendered_clips_are_taken_by_data_add(repo: Path):
     assert [row["file"] for row in rows] == files
     assert all("hip hop" in row["caption"].lower() for row in rows)
     assert len({row["caption"] for row in rows}) == 4
+    assert list(rows[0]) == ["file", "caption", *LABEL_COLUMNS]
+    for row in rows:  # the labels the caption was written from
+        assert row["genre"] == "hip hop" and row["key"] in row["caption"] and row["mood"] in row["caption"].lower()
+        assert f"{round(float(row['tempo']))} BPM" in row["caption"].upper()
+        parse_key(row["key"])
     for file in files:
         info = sf.info(str(folder / file))
         assert (info.samplerate, info.channels, info.frames) == (RATE, 1, RATE)  # params.yaml's, not the defaults
@@ -53,8 +61,28 @@ def test_rendered_clips_are_taken_by_data_add(repo: Path):
     added = runner.invoke(app, ["data", "add", "new", "--name", "hiphop"])
     assert added.exit_code == 0, added.output
     assert "4 clips from 4 files passed all" in added.output
-    assert sorted(p.name for p in (repo / "data" / "sources" / "hiphop").iterdir()) == sorted([*files, CAPTIONS_FILE])
+    source = repo / "data" / "sources" / "hiphop"
+    assert sorted(p.name for p in source.iterdir()) == sorted([*files, CAPTIONS_FILE])
     assert yaml.safe_load((repo / "params.yaml").read_text())["data"]["sources"] == ["hiphop"]
+
+    # The added source keeps the labels, and its clips carry them: evaluation can measure adherence on them.
+    copied = _rows(source)
+    assert [(row["genre"], float(row["tempo"]), row["key"], row["mood"]) for row in copied] == [
+        (row["genre"], float(row["tempo"]), row["key"], row["mood"]) for row in rows
+    ]
+    (repo / "corpus").mkdir()
+    clips = ingest_folder(
+        load_section(repo / "params.yaml", "data"),
+        repo / "corpus",
+        source_folder=source,
+        captions=source / CAPTIONS_FILE,
+        name="hiphop",
+    )
+    assert len(clips) == 4
+    for clip in clips:
+        row = next(row for row in rows if row["file"] == Path(clip.source).name)
+        assert clip.labels["genre"] == "hip hop" and clip.labels["dataset"] == "hiphop"
+        assert clip.labels["tempo"] == float(row["tempo"]) and clip.labels["key"] == row["key"]
 
 
 def test_same_seed_same_bytes_another_seed_other_clips(repo: Path):
