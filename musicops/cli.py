@@ -271,19 +271,23 @@ def serve(
 def demo(
     out_dir: Annotated[Path, typer.Option(help="Where the demo writes its loss plot.")] = paths.DEMO,
 ) -> None:
-    """Run the embedded default end to end with `dvc repro` (corpus, validation, augmentation, codec,
-    tokens, language model, evaluation, ONNX export, Triton repository), promote the model if the gate passes,
-    and print where everything is."""
+    """Run the retraining loop on the embedded default: add a genre the base model never heard as new data, then
+    `dvc repro` (corpus, validation, augmentation, tokens, fine-tuning the base model, evaluation before and after,
+    the gate, ONNX export, Triton repository); promote the model if the gate passes, and print where everything is.
+    """
     import json
     import subprocess
 
     from components.corpus.manifest import read_manifest
+    from components.evaluate import before_after
     from components.evaluation.gate import promote as promote_model
     from components.training.plots import plot_losses
     from monitoring.trigger import dvc_environment
+    from musicops.demo import add_new_genre
 
     if not Path("dvc.yaml").is_file():
         raise fail("run the demo from the musicops checkout: there is no dvc.yaml here")
+    new = add_new_genre(paths.PARAMS, typer.echo)
     typer.echo("running the pipeline: dvc repro")
     if subprocess.run([sys.executable, "-m", "dvc", "repro"], env=dvc_environment()).returncode != 0:
         raise fail("dvc repro failed (its output above names the stage)", code=1)
@@ -322,6 +326,9 @@ def demo(
         f"{tempo.get('untrained', float('nan')):.0%})",
         "samples": f"{paths.EVALUATION / 'samples'}/ ({metrics['prompts']} held-out test prompts; captions in "
         f"{paths.EVALUATION / 'per_prompt.csv'})",
+        "started": metrics["start"]["note"],
+        "old split": before_after(metrics),
+        **({f"new: {new}": before_after(metrics["new_data"][new])} if new in metrics["new_data"] else {}),
         "onnx": f"{paths.ONNX} (and int8/; Triton repository in {paths.TRITON})",
         "gate": gate,
         "next": "`make serve` (the page on http://127.0.0.1:8000/), then `musicops monitor report`",
