@@ -44,6 +44,8 @@ COPY serving/ serving/
 COPY monitoring/ monitoring/
 COPY musicops/ musicops/
 COPY params.yaml ./
+# The base model train.init_from: base fine-tunes (float16, ~20 MB): the pipeline's train step starts from it.
+COPY models/ models/
 
 
 FROM python:3.11.14-slim-bookworm

@@ -30,12 +30,13 @@ app.add_typer(base_app, name="base")
 app.add_typer(data_app, name="data")
 
 ModelOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--model",
         "-m",
         help="A model directory (ours or facebook/musicgen-small's layout) or a preset name "
-        "(tiny, small, medium: random weights, for trying the machinery).",
+        "(tiny, small, medium: random weights, for trying the machinery). Default: the promoted model, else the "
+        "last trained one (artifacts/model), else the base model (models/base).",
     ),
 ]
 
@@ -53,7 +54,7 @@ def generate(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="WAV file to write.")] = Path("musicops.wav"),
     duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of audio.")] = GenerationParams.duration,
-    model: ModelOption = "tiny",
+    model: ModelOption = None,
     seed: Annotated[
         int | None, typer.Option(help="Same seed, same audio. Default: drawn at random and printed.")
     ] = None,
@@ -90,8 +91,10 @@ def generate(
         seed=seed,
         num_beams=beams,
     )
+    from serving.local import default_model
+
     try:
-        _generate(prompt, out, model, params, stream, continue_from, normalize, bf16)
+        _generate(prompt, out, model or default_model(), params, stream, continue_from, normalize, bf16)
     except ModelInputError as error:
         raise fail(str(error)) from None
 
@@ -241,7 +244,8 @@ def serve(
     source = model or default_model()
     if source == FALLBACK_PRESET and model is None:
         typer.secho(
-            "no trained model in artifacts/: serving the tiny preset with random weights (run `make demo` first)",
+            f"no model in {paths.PROMOTED}, {paths.MODEL} or {paths.BASE_MODEL}: serving the tiny preset with random "
+            "weights (run `make demo` first)",
             err=True,
             fg=typer.colors.YELLOW,
         )

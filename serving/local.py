@@ -16,8 +16,9 @@ from pathlib import Path
 from settings import paths
 from settings.params import ServeSettings
 
-# What `musicops serve` serves when no model is named: the model the gate promoted, else the last trained one.
-DEFAULT_MODELS = (paths.PROMOTED / "model", paths.MODEL)  # the promoted model first, else the last trained
+# What `musicops serve` and `musicops generate` use when no model is named: the model the gate promoted, else the
+# last trained one, else the project's base model (in git, so a fresh clone has a trained model).
+DEFAULT_MODELS = (paths.PROMOTED / "model", paths.MODEL, paths.BASE_MODEL)
 FALLBACK_PRESET = "tiny"
 
 

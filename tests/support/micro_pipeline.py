@@ -34,6 +34,8 @@ MICRO_PARAMS = {
     "augment": {"copies": 1},
     "codec": {"steps": 2, "batch_size": 2, "valid_clips": 1},
     "train": {
+        "init_from": "scratch",  # params.yaml fine-tunes models/base; a micro run trains its own micro model
+        "adapter": "full",
         "steps": 3,
         "batch_size": 4,
         "segment_seconds": 0.5,
