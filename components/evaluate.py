@@ -238,7 +238,9 @@ def evaluate(
         # lacks cannot be recognised otherwise); FAD's floor stays the main corpus's.
         label = params.classifier_label
         new = [c for c in clips if c.split == "train" and dataset_of(c) != CORPUS and c.labels.get(label) is not None]
-        extra = _pick(new, len(references), params.seed)
+        # As many per label as the references hold per label, so the new labels do not outweigh the old in its prior.
+        per_label = len(references) // max(1, len({str(clip.labels.get(label)) for clip in references}))
+        extra = _pick(new, max(1, per_label) * len({str(clip.labels[label]) for clip in new}), params.seed)
         embedder = embedders[params.classifier_embedder]
         extra_frames = [embedder.embed(read_audio(corpus_dir / clip.path, rate)[:length], rate) for clip in extra]
     classifier_data = (references + extra, frames[params.classifier_embedder]["reference"] + extra_frames)
