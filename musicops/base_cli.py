@@ -22,7 +22,8 @@ app = typer.Typer(
 MAX_MB = 30.0  # what a model kept in git may weigh
 # params.yaml's defaults fine-tune the base model; the base itself trains from scratch on the rendered corpus alone.
 REBUILD = (
-    "dvc exp run -S train.init_from=scratch -S train.adapter=full -S train.steps=1600 -S 'data.sources=[]' evaluate"
+    "dvc exp run -S train.init_from=scratch -S train.adapter=full -S train.steps=1600 -S train.warmup_steps=50"
+    " -S train.eval_every=200 -S tokenize.include_augmented=true -S 'data.sources=[]' evaluate"
     " && musicops base publish artifacts/model"
 )
 # The evaluation's headline numbers the card shows: (metric, what it is).
