@@ -81,7 +81,7 @@ published from `{source}` by `musicops base publish`. Weights in float16; the te
 
 {evaluation_table(evaluation) if evaluation else "Not evaluated when it was published."}
 
-Rebuild it (params.yaml as at the training commit), in about two hours on 2 CPU cores:
+Rebuild it from this repository (params.yaml's data section is the base's corpus), in about two hours on 2 CPU cores:
 
     {REBUILD}
 """
