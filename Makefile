@@ -1,6 +1,6 @@
 # The two commands the README promises: `make demo` and `make test`.
 # Each creates .venv when missing and installs the project into it; a second run reinstalls
-# only when pyproject.toml or constraints.txt changed.
+# only when pyproject.toml, constraints.txt or this Makefile changed.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +15,7 @@ SHELL := /bin/bash
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@# pyaudio (a dependency of tinysoundfont) compiles against PortAudio's headers.
 	@# chromium: the web page's browser test drives it through Playwright (no browser download).
 	@dpkg -s portaudio19-dev chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq portaudio19-dev chromium >/dev/null; }
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@# Reference Frechet distances for the tests. Their declared dependencies (torchaudio, encodec,
 	@# numpy<2) cannot install beside this stack; the tests read only their numpy functions.
 	@$(PIP) install --no-deps fadtk==1.1.0 frechet-audio-distance==0.3.4 $(QUIET_PIP)
+	@# musicnn's pretrained tagger checkpoints (model/musicnn.py ports them to torch; evaluation's "musicnn"
+	@# embedder). It declares tensorflow>=1.14 and numpy<1.17, which cannot install beside this stack, and
+	@# only its checkpoint files and tag list are read, never its TensorFlow code.
+	@$(PIP) install --no-deps musicnn==0.1.0 $(QUIET_PIP)
 	@touch $(STAMP)
 
 # A real Triton server (the one inside nvidia-pytriton's wheel: CPU, Python backend) for
@@ -73,7 +77,7 @@ bench: install
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock: install
-	@$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fadtk|frechet[-_]audio[-_]distance)==' > constraints.txt
+	@$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fadtk|frechet[-_]audio[-_]distance|musicnn)==' > constraints.txt
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache

@@ -1,18 +1,21 @@
 """Pluggable audio embedders for Fréchet Audio Distance: frame embeddings [frames, dim] from mono audio.
 
 FAD (as fadtk and frechet-audio-distance compute it) fits one Gaussian to every frame of every clip
-of a set, so each embedder returns one row per frame, not one per clip. Three are built in:
+of a set, so each embedder returns one row per frame, not one per clip. Four are built in:
 
 - "mel": log-mel frames with no learned weights; always available, a sanity baseline.
 - "encodec": the continuous latents of a transformers EncodecModel's encoder (before quantisation),
   the approach of fadtk's "encodec-emb"; here from whatever codec the caller passes (this run's).
 - "vggish": VGGish (the classic FAD embedding) from the `torchvggish` package's architecture with
   weights from a local vggish-10086976.pth; nothing is downloaded.
+- "musicnn": the penultimate layer (200-d) of the pretrained MSD_musicnn music tagger, one row per 3 s
+  patch; its weights come from the `musicnn` package's wheel (model/musicnn.py).
 
 A FAD value means something only next to values from the same embedder (and the same weights):
 each `description` says so, for the report.
 
-Heavy imports (torch, librosa, torchvggish) happen inside the embedders, so importing this module is cheap.
+Heavy imports (torch, librosa, torchvggish, the musicnn network) happen inside the embedders, so importing
+this module is cheap.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from model.audio_input import mono_at
 from model.errors import ModelInputError
 
 if TYPE_CHECKING:
     from transformers import EncodecModel
 
-EMBEDDERS = ("mel", "encodec", "vggish")
+EMBEDDERS = ("mel", "encodec", "vggish", "musicnn")
 
 VGGISH_FILE = "vggish-10086976.pth"
 
@@ -44,29 +48,6 @@ class Embedder(Protocol):
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Frame embeddings [frames, dim] float32 of mono float audio [samples] at `sample_rate`."""
         ...
-
-
-def _mono_at(audio: np.ndarray, sample_rate: int, target_rate: int, min_samples: int, who: str) -> np.ndarray:
-    """Validated mono float32 audio resampled (soxr, as model.audio) to `target_rate`, at least `min_samples`."""
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise ModelInputError(f"{who} embeds mono audio [samples]; got shape {audio.shape} (mix to mono first)")
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise ModelInputError(f"{who} needs float audio in [-1, 1]; got dtype {audio.dtype}")
-    if int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ModelInputError(f"sample rate must be a positive integer, got {sample_rate}")
-    if not np.isfinite(audio).all():
-        raise ModelInputError(f"{who}: audio holds non-finite samples (NaN or inf)")
-    audio = audio.astype(np.float32, copy=False)
-    if sample_rate != target_rate:
-        import soxr
-
-        audio = soxr.resample(audio, int(sample_rate), target_rate, quality="HQ").astype(np.float32, copy=False)
-    if audio.size < min_samples:
-        raise ModelInputError(
-            f"{who} needs at least {min_samples / target_rate:.3f} s of audio, got {audio.size / target_rate:.3f} s"
-        )
-    return audio
 
 
 class MelEmbedder:
@@ -101,7 +82,7 @@ class MelEmbedder:
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Log-mel frames [frames, 64] float32; frames = 1 + (samples at 16 kHz - 400) // 160."""
-        audio = _mono_at(audio, sample_rate, self.sample_rate, self.window, "mel")
+        audio = mono_at(audio, sample_rate, self.sample_rate, self.window, "mel")
         frames = np.lib.stride_tricks.sliding_window_view(audio, self.window)[:: self.hop] * self._hann
         magnitude = np.abs(np.fft.rfft(frames, n=self.n_fft, axis=1)).astype(np.float32)
         return np.log(magnitude @ self._filters.T + np.float32(self.log_offset)).astype(np.float32)
@@ -136,7 +117,7 @@ class CodecEmbedder:
         """Encoder latents [frames, hidden_size] float32; frames = ceil(samples at the codec rate / hop)."""
         import torch
 
-        audio = _mono_at(audio, sample_rate, self.sample_rate, self.hop_length, "encodec")
+        audio = mono_at(audio, sample_rate, self.sample_rate, self.hop_length, "encodec")
         parameter = next(self.codec.parameters())
         channels = int(self.codec.config.audio_channels)
         was_training = self.codec.training
@@ -235,7 +216,7 @@ class VGGishEmbedder:
         import torch
         from torchvggish.vggish_input import waveform_to_examples
 
-        audio = _mono_at(audio, sample_rate, self.sample_rate, self.example_samples, "vggish")
+        audio = mono_at(audio, sample_rate, self.sample_rate, self.example_samples, "vggish")
         with torch.no_grad():
             # waveform_to_examples returns a tensor that requires grad; detach it so nothing builds a graph.
             examples = waveform_to_examples(audio, self.sample_rate, return_tensor=True).detach()
@@ -243,6 +224,36 @@ class VGGishEmbedder:
                 self.model(examples[i : i + self.batch_examples]) for i in range(0, len(examples), self.batch_examples)
             ]
         return torch.cat(outputs).numpy().astype(np.float32, copy=False)
+
+
+class MusicnnEmbedder:
+    """musicnn's penultimate features: the 200-unit dense layer (after its ReLU and batch norm) that feeds the
+    50 tag logits, one row per non-overlapping 3 s patch at 16 kHz; a partial last patch is dropped.
+
+    It is what musicnn's own extractor returns as its "penultimate" feature (`bn_dense` in its models.py): the
+    last layer before the tags, so it summarises what the tagger hears. The model is MSD_musicnn (Million Song
+    Dataset tags: genres, moods, eras, instruments), ported from musicnn 0.1.0's checkpoint.
+    """
+
+    name = "musicnn"
+
+    def __init__(self) -> None:
+        from model.music_tagger import MusicnnTagger
+        from model.musicnn import EMBEDDING_DIM, SAMPLE_RATE
+
+        self.tagger = MusicnnTagger()
+        self.sample_rate = SAMPLE_RATE
+        self.dim = EMBEDDING_DIM
+        self.description = (
+            f"musicnn: {self.dim}-d penultimate-layer features of the pretrained {self.tagger.model} tagger "
+            f"(musicnn 0.1.0's weights) per 3 s patch at {self.sample_rate} Hz; FAD values are comparable only "
+            "with other 'musicnn' values"
+        )
+
+    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Features [patches, 200] float32, patches = floor(frames / 187) with frames = 1 + samples // 256 at
+        16 kHz; at least 2.976 s of audio."""
+        return self.tagger.embeddings(audio, sample_rate)
 
 
 def make_embedder(
@@ -263,4 +274,6 @@ def make_embedder(
                 f"vggish needs the path of {VGGISH_FILE} (set evaluate.vggish_weights); no weights are downloaded"
             )
         return VGGishEmbedder(vggish_weights)
+    if name == "musicnn":
+        return MusicnnEmbedder()
     raise ModelInputError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")

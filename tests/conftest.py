@@ -25,6 +25,14 @@ MICRO = Preset(
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory):
+    # What the model library derives once (musicnn's ported weights) goes to this session's folder, not ~/.cache.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MUSICOPS_CACHE_DIR", str(tmp_path_factory.mktemp("model-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # Tiny matrices run faster on one thread, and results do not depend on scheduling.

@@ -2,7 +2,8 @@
 
 The encodec and vggish embedders run on randomly initialised networks of the real architectures (a tiny
 EncodecModel; a full-size VGGish whose state dict the test saves): real weights are not available offline,
-and what is tested here (plumbing, shapes, file checks, resampling) does not depend on them.
+and what is tested here (plumbing, shapes, file checks, resampling) does not depend on them. musicnn's real
+weights ship in its wheel; its parity with TensorFlow is tests/model/test_musicnn.py's.
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ def vggish(vggish_weights: Path) -> VGGishEmbedder:
 
 @pytest.fixture(scope="module")
 def embedders(codec: EncodecModel, vggish: VGGishEmbedder) -> dict[str, Embedder]:
-    return {"mel": make_embedder("mel"), "encodec": make_embedder("encodec", codec=codec), "vggish": vggish}
+    return {
+        "mel": make_embedder("mel"),
+        "encodec": make_embedder("encodec", codec=codec),
+        "vggish": vggish,
+        "musicnn": make_embedder("musicnn"),
+    }
 
 
 def test_factory_builds_each_embedder(embedders):
@@ -92,7 +98,7 @@ def test_factory_builds_each_embedder(embedders):
         assert "\n" not in embedder.description and f"{embedder.sample_rate} Hz" in embedder.description
         assert "comparable only" in embedder.description
     assert isinstance(embedders["mel"], MelEmbedder) and isinstance(embedders["encodec"], CodecEmbedder)
-    assert (embedders["mel"].dim, embedders["encodec"].dim, embedders["vggish"].dim) == (64, 16, 128)
+    assert [embedders[name].dim for name in EMBEDDERS] == [64, 16, 128, 200]
 
 
 @pytest.mark.parametrize(
@@ -104,6 +110,8 @@ def test_factory_builds_each_embedder(embedders):
         ("encodec", 32_000, 150),
         ("vggish", 16_000, 3),  # one per 0.96 s
         ("vggish", 44_100, 3),
+        ("musicnn", 16_000, 1),  # one per 3 s patch (187 frames of hop 256)
+        ("musicnn", 44_100, 1),
     ],
 )
 def test_embedding_shape_dtype_and_values(embedders, name, rate, frames):
@@ -204,7 +212,7 @@ def test_bad_vggish_weights_are_named(tmp_path, vggish_weights):
 
 
 def test_factory_errors_say_what_to_pass():
-    with pytest.raises(ModelInputError, match="unknown embedder 'clap'; choose one of mel, encodec, vggish"):
+    with pytest.raises(ModelInputError, match="unknown embedder 'clap'; choose one of mel, encodec, vggish, musicnn"):
         make_embedder("clap")
     with pytest.raises(ModelInputError, match=r"encodec needs an EncodecModel .*codec="):
         make_embedder("encodec")
@@ -222,3 +230,5 @@ def test_bad_audio_is_named(embedders):
         mel.embed(np.zeros(16_000, np.int16), 16_000)
     with pytest.raises(ModelInputError, match=r"vggish needs at least 0.960 s of audio, got 0.500 s"):
         embedders["vggish"].embed(np.zeros(8_000, np.float32), 16_000)
+    with pytest.raises(ModelInputError, match=r"musicnn needs at least 2.976 s of audio, got 2.000 s"):
+        embedders["musicnn"].embed(np.zeros(32_000, np.float32), 16_000)
