@@ -48,7 +48,11 @@ def fingerprint(folder: str | Path) -> str | None:
             if path.is_file():
                 info = path.stat()
                 entries.append((path.relative_to(folder).as_posix(), info.st_ino, info.st_size, info.st_mtime_ns))
+        after = folder.stat()
     except OSError:  # removed or replaced while we looked: the next check sees the new folder whole
+        return None
+    if (after.st_dev, after.st_ino, after.st_mtime_ns) != (top.st_dev, top.st_ino, top.st_mtime_ns):
+        # Swapped while we walked it (rglob lists a missing folder as empty): the walk may mix two folders.
         return None
     return hashlib.sha256(repr(entries).encode()).hexdigest()[:12]
 
@@ -131,6 +135,9 @@ class ModelReloader(Generic[G]):
         try:
             model = await asyncio.to_thread(self.load, self.folder)
         except Exception as error:  # any failure to load refuses this model; its message names the problem
+            if await asyncio.to_thread(fingerprint, self.folder) != seen:
+                log.warning("%s changed while its model loaded: loading it again at the next check", self.folder)
+                return False  # the failure may come from the swap itself: the new folder gets its own try
             return self._refuse(seen, f"it does not load: {first_line(error)}")
         if await asyncio.to_thread(fingerprint, self.folder) != seen:
             # Replaced again, or still being copied, while it loaded: what loaded may mix two models.

@@ -266,6 +266,42 @@ def test_a_model_replaced_while_it_loads_is_loaded_again_not_served(micro_dir, t
     assert swapped[0][1].fingerprint == fingerprint(folder)
 
 
+def test_a_folder_swapped_while_its_files_are_listed_has_no_fingerprint(micro_dir, evaluation, tmp_path, monkeypatch):
+    promoted = promote(micro_dir, evaluation, tmp_path / "promoted")
+    listing = Path.rglob
+
+    def rglob_during_a_promotion(self: Path, pattern: str):
+        found = list(listing(self, pattern))  # the old folder's files ...
+        monkeypatch.setattr(Path, "rglob", listing)  # (promote lists files too)
+        promote(micro_dir, evaluation, promoted)  # ... and then the new folder replaces it
+        return iter(found)
+
+    monkeypatch.setattr(Path, "rglob", rglob_during_a_promotion)
+    assert fingerprint(promoted / "model") is None
+
+
+def test_a_load_that_fails_while_the_folder_changes_is_retried_not_refused(micro_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(micro_dir, folder)
+    loads: list[Path] = []
+
+    def load(path: Path) -> str:
+        loads.append(path)
+        if len(loads) == 1:  # the copy lands mid-read: the failure says nothing about the new model
+            (path / "musicops.json").touch()
+            time.sleep(0.01)
+            (path / "musicops.json").write_text((micro_dir / "musicops.json").read_text())
+            raise ValueError("truncated weights")
+        return "model 2"
+
+    async def checks() -> tuple[list[bool], dict]:
+        reloader = ModelReloader(folder, load, lambda model, version: None, 1.0, "old")
+        return [await reloader.check(), await reloader.check()], reloader.counts
+
+    outcomes, counts = asyncio.run(checks())
+    assert outcomes == [False, True] and counts["refused"] == 0 and counts["loaded"] == 1
+
+
 def test_a_model_of_another_sample_rate_is_refused_by_the_source(micro_dir):
     other = load_generator(micro_dir)
     other.sample_rate = 16000
