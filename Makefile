@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@# Reference Frechet distances for the tests. Their declared dependencies (torchaudio, encodec,
 	@# numpy<2) cannot install beside this stack; the tests read only their numpy functions.
 	@$(PIP) install --no-deps fadtk==1.1.0 frechet-audio-distance==0.3.4 $(QUIET_PIP)
+	@# basic-pitch's note transcriber (model/transcription.py) runs its wheel's ONNX model on onnxruntime. The wheel
+	@# declares tensorflow<2.15.1 (numpy<2, protobuf<5), which cannot install here; its other dependencies are ours.
+	@$(PIP) install --no-deps basic-pitch==0.4.0 $(QUIET_PIP)
 	@touch $(STAMP)
 
 # A real Triton server (the one inside nvidia-pytriton's wheel: CPU, Python backend) for
@@ -73,7 +76,7 @@ bench: install
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock: install
-	@$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fadtk|frechet[-_]audio[-_]distance)==' > constraints.txt
+	@$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fadtk|frechet[-_]audio[-_]distance|basic[-_]pitch)==' > constraints.txt
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache
