@@ -10,6 +10,7 @@ like its prompt's label, and KL(real || generated) whether it sounds like the re
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import rel_entr
 
 
 def clip_vector(frames: np.ndarray) -> np.ndarray:
@@ -48,8 +49,9 @@ class LabelClassifier:
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Row-wise KL(p || q) in nats, with both distributions floored at `eps` (as MusicGen's metric does)."""
+    """Row-wise KL(p || q) in nats (scipy's rel_entr, summed), with both distributions floored at `eps` and
+    renormalised (as MusicGen's metric does), so a label one side gives no probability costs finitely."""
     p = np.clip(p, eps, None)
     q = np.clip(q, eps, None)
     p, q = p / p.sum(axis=-1, keepdims=True), q / q.sum(axis=-1, keepdims=True)
-    return np.sum(p * (np.log(p) - np.log(q)), axis=-1)
+    return np.sum(rel_entr(p, q), axis=-1)

@@ -4,6 +4,7 @@ whose report must hold every metric."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -105,6 +106,11 @@ def test_kl_divergence_is_zero_for_equal_distributions_and_grows_with_difference
     assert kl_divergence(p, p)[0] == pytest.approx(0.0, abs=1e-12)
     closer, farther = kl_divergence(p, np.array([[0.5, 0.3, 0.2]])), kl_divergence(p, np.array([[0.1, 0.2, 0.7]]))
     assert 0 < closer[0] < farther[0]
+    assert closer[0] == pytest.approx(0.7 * math.log(0.7 / 0.5) + 0.2 * math.log(0.2 / 0.3) + 0.1 * math.log(0.1 / 0.2))
+    # A label one side gives no probability is floored at eps (then renormalised), so the divergence stays finite.
+    eps, floored = 1e-6, np.array([0.7, 0.3, 1e-6]) / (1 + 1e-6)
+    expected = sum(a * math.log(a / b) for a, b in zip(floored, [0.5, 0.3, 0.2], strict=True))
+    assert kl_divergence(np.array([[0.7, 0.3, 0.0]]), np.array([[0.5, 0.3, 0.2]]), eps)[0] == pytest.approx(expected)
 
 
 @pytest.mark.unit
