@@ -38,10 +38,11 @@ import typer
 from tqdm import tqdm
 
 from components.corpus.manifest import Clip, ManifestError, read_manifest
-from components.evaluation.adherence import ADHERENCE, adherence, continuation_adherence
+from components.evaluation.adherence import ADHERENCE, ESTIMATORS, adherence, continuation_adherence
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
 from components.evaluation.datasets import CORPUS, dataset_of, held_out_splits
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
+from components.evaluation.music_models import clip_tags, tag_adherence, tagger_for
 from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
 from components.evaluation.significance import paired_gain
 from components.training.start import weights_digest
@@ -126,6 +127,7 @@ def settings_fingerprint(params: EvaluateParams, tests: list[Clip]) -> str:
         "vggish": Path(params.vggish_weights).name if params.vggish_weights else None,
         "reference_clips": params.reference_clips,
         "classifier": [params.classifier_label, params.classifier_embedder],
+        "estimators": ESTIMATORS,
         "prompts": [clip.id for clip in tests],
     }
     return hashlib.sha256(json.dumps(compared, sort_keys=True).encode()).hexdigest()[:12]
@@ -243,13 +245,17 @@ def evaluate(
         extra = _pick(new, max(1, per_label) * len({str(clip.labels[label]) for clip in new}), params.seed)
         embedder = embedders[params.classifier_embedder]
         extra_frames = [embedder.embed(read_audio(corpus_dir / clip.path, rate)[:length], rate) for clip in extra]
+        tagger, tags_note = tagger_for(embedders, params.duration)
+        tags = clip_tags(tagger, audio, rate, systems) if tagger else None
     classifier_data = (references + extra, frames[params.classifier_embedder]["reference"] + extra_frames)
-    rows = _per_prompt_rows(tests, classifier_data, audio, continued, frames, params, rate, systems)
+    tagged = (tagger, tags) if tags else None
+    rows = _per_prompt_rows(tests, classifier_data, audio, continued, tagged, frames, params, rate, systems)
     snr = [snr_db(real, codec) for real, codec in zip(audio["real"], audio["codec"], strict=True)]
     old = splits[CORPUS]
     metrics = _split_metrics(old, tests, rows, frames, params, systems)
     metrics |= {
         "start": {"directory": str(start_dir) if start_dir else None, "note": start_note},
+        "tags": tags_note,
         "codec_snr_db": _mean(snr[: len(old)]),
         "prompts": len(old),
         "real_time_factor": len(tests) * params.duration / model_seconds,
@@ -288,9 +294,12 @@ def _split_metrics(split: list[Clip], tests: list[Clip], rows, frames, params: E
     return metrics
 
 
-def _per_prompt_rows(tests, classifier_data, audio, continued, frames, params, rate, systems) -> list[dict[str, Any]]:
-    """One row per (system, prompt): labels, features, adherence and the label classifier's view.
-    `classifier_data`: the clips the label classifier learns from, and their embedding frames."""
+def _per_prompt_rows(
+    tests, classifier_data, audio, continued, tagged, frames, params, rate, systems
+) -> list[dict[str, Any]]:
+    """One row per (system, prompt): labels, features, adherence, the tagger's and the label classifier's view.
+    `classifier_data`: the clips the label classifier learns from, and their embedding frames; `tagged`: the
+    musicnn tagger and each system's clips' tags, or None."""
     label = params.classifier_label
     known, known_frames = classifier_data
     train_labels = [str(clip.labels.get(label)) for clip in known]
@@ -314,6 +323,9 @@ def _per_prompt_rows(tests, classifier_data, audio, continued, frames, params, r
         row |= features | adherence(clip_audio, rate, clip.labels, features["tempo_bpm"])
         if continued:
             row |= continuation_adherence(continued[system][i], rate, clip.labels)
+        if tagged:
+            tagger, tags = tagged
+            row |= tag_adherence(tagger, tags[system][i], tags["real"][i], clip.labels, system == "real")
         if classifier and clip.labels.get(label) is not None:
             p = probabilities[system][i]
             truth = str(clip.labels[label])

@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import markupsafe
@@ -198,6 +199,14 @@ def micro_corpus(tmp_path_factory):
     return corpus
 
 
+@pytest.fixture(scope="module")
+def three_second_corpus(tmp_path_factory):
+    """Clips as long as musicnn's 3 s patch: the pretrained tagger and embedder can hear them."""
+    corpus = tmp_path_factory.mktemp("evaluate-3s") / "corpus"
+    prepare(replace(MICRO_DATA, clip_seconds=3.0), corpus, show_progress=False)
+    return corpus
+
+
 MICRO_EVALUATION = EvaluateParams(
     max_prompts=2,
     duration=2.0,
@@ -206,17 +215,20 @@ MICRO_EVALUATION = EvaluateParams(
     reference_clips=8,
     report_samples=2,
     max_fad_ratio=0.9,
+    embedders=("mel", "encodec"),  # musicnn hears 3 s patches: the whole-run test below has them
 )
+EVERY_MEASURE = replace(MICRO_EVALUATION, duration=3.0, embedders=("mel", "encodec", "musicnn"))
 
 
 @pytest.mark.integration
-def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micro_corpus, tmp_path):
-    params = MICRO_EVALUATION
-    result = evaluate(micro_dir, micro_corpus, tmp_path / "evaluation", params)
+def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, three_second_corpus, tmp_path):
+    params = EVERY_MEASURE
+    result = evaluate(micro_dir, three_second_corpus, tmp_path / "evaluation", params)
     out = result.out_dir
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result.metrics))
-    assert set(metrics["fad"]) == {"mel", "encodec"}
+    assert set(metrics["fad"]) == {"mel", "encodec", "musicnn"}
+    assert metrics["tags"].startswith("MSD_musicnn")
     for values in metrics["fad"].values():
         assert set(values) == {"model", "untrained", "codec", "real"} and all(v >= 0 for v in values.values())
     assert set(metrics["adherence"]) == set(ADHERENCE)
@@ -236,7 +248,7 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
     reference = out / "reference"
     assert (reference / "features.csv").is_file()
     assert {p.name for p in reference.glob("*.npz")} == {
-        f"{e}_{s}.npz" for e in ("mel", "encodec") for s in ("model", "real")
+        f"{e}_{s}.npz" for e in ("mel", "encodec", "musicnn") for s in ("model", "real")
     }
 
     page = (out / "report.html").read_text()
