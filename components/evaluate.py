@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from components.corpus.manifest import Clip, ManifestError, read_manifest
 from components.evaluation.adherence import ADHERENCE, ESTIMATORS, adherence, continuation_adherence
+from components.evaluation.bounds import adherence_bounds, fad_bounds
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
 from components.evaluation.datasets import CORPUS, dataset_of, held_out_splits
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
@@ -253,6 +254,11 @@ def evaluate(
     snr = [snr_db(real, codec) for real, codec in zip(audio["real"], audio["codec"], strict=True)]
     old = splits[CORPUS]
     metrics = _split_metrics(old, tests, rows, frames, params, systems)
+    # FAD's bounds, for the split the gate reads: each draw of prompts costs a FAD per system.
+    at = list(range(len(old)))  # the main corpus's prompts come first in `tests`
+    metrics["intervals"]["fad"] = {
+        params.gate_embedder: fad_bounds(frames[params.gate_embedder], at, systems, params.seed)
+    }
     metrics |= {
         "start": {"directory": str(start_dir) if start_dir else None, "note": start_note},
         "tags": tags_note,
@@ -288,6 +294,7 @@ def _split_metrics(split: list[Clip], tests: list[Clip], rows, frames, params: E
         "adherence": _summaries(mine, list(ADHERENCE), systems),
         "gain_over_untrained": _gains(mine, list(ADHERENCE), params.seed),
         "quality": _summaries(mine, list(FEATURES), systems),
+        "intervals": {"adherence": adherence_bounds(mine, list(ADHERENCE), systems, params.seed)},
     }
     if START in systems:
         metrics["gain_over_start"] = _gains(mine, list(ADHERENCE), params.seed, baseline=START)

@@ -18,7 +18,7 @@ import pytest
 from components.evaluate import EvaluateError, _continuations, evaluate
 from components.evaluation.adherence import ADHERENCE, continuation_adherence, tempo_error
 from components.evaluation.classifier import LabelClassifier, kl_divergence
-from components.evaluation.gate import GateError, decide, promote
+from components.evaluation.gate import RATIO, GateError, decide, promote
 from components.evaluation.significance import paired_gain
 from components.prepare import prepare
 from model.audio_quality import FEATURES
@@ -26,11 +26,23 @@ from settings.params import EvaluateParams, ParamsError
 from tests.support.micro_pipeline import MICRO_DATA
 
 
-def crafted(fad_model=1.0, fad_untrained=2.0, tempo=0.5, key=0.3, accuracy=0.4, settings="s1") -> dict:
+def crafted(
+    fad_model=1.0, fad_untrained=2.0, tempo=0.5, key=0.3, accuracy=0.4, settings="s1", spread=0.0
+) -> dict:
+    """Metrics as the evaluation writes them; each bound `spread` away from its estimate."""
     three = lambda value: {"model": value, "untrained": 0.0, "real": 1.0}  # noqa: E731
+    adherence = {"tempo_match": tempo, "key_score": key, "label_accuracy": accuracy}
+    ratio = fad_model / fad_untrained
     return {
         "fad": {"mel": {"model": fad_model, "untrained": fad_untrained, "real": 0.1}},
-        "adherence": {"tempo_match": three(tempo), "key_score": three(key), "label_accuracy": three(accuracy)},
+        "adherence": {name: three(value) for name, value in adherence.items()},
+        "intervals": {
+            "fad": {"mel": {RATIO: {"low": ratio - spread, "high": ratio + spread}}},
+            "adherence": {
+                name: {"model": {"mean": value, "low": value - spread, "high": value + spread}}
+                for name, value in adherence.items()
+            },
+        },
         "settings": settings,
     }
 
@@ -60,6 +72,22 @@ def test_gate_refuses_each_threshold_it_is_given(metrics, failing):
     decision = decide(metrics, GATE)
     assert not decision.promote
     assert [c.name for c in decision.checks if not c.passed] == [failing]
+
+
+@pytest.mark.unit
+def test_a_threshold_holds_only_when_its_bound_clears_it():
+    # Every estimate clears its threshold (FAD share 0.5 <= 0.9, shares >= 0.2); only the bounds differ.
+    tight, loose = decide(crafted(spread=0.05), GATE), decide(crafted(spread=0.45), GATE)
+    assert tight.promote and not loose.promote
+    assert {c.name for c in loose.checks if not c.passed} == {"fad.mel", "tempo_match", "key_score", "label_accuracy"}
+    fad, key = loose.checks[0], next(c for c in loose.checks if c.name == "key_score")
+    assert (fad.value, fad.estimate, fad.threshold) == (pytest.approx(0.95), pytest.approx(0.5), 0.9)
+    assert (key.value, key.estimate) == (pytest.approx(-0.15), pytest.approx(0.3)) and "lower 95% bound" in key.rule
+    # Metrics without bounds (an evaluation older than the bounds) cannot be gated: said, not guessed.
+    bare = crafted()
+    del bare["intervals"]
+    with pytest.raises(GateError, match=r"intervals\.fad\.mel.*evaluate again"):
+        decide(bare, GATE)
 
 
 @pytest.mark.unit
@@ -255,7 +283,7 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, thre
     for name in metrics["fad"]:
         assert f'<td class="text">{name}</td>' in page
     for label, _ in ADHERENCE.values():
-        assert label in page
+        assert str(markupsafe.escape(label)) in page
     for info in FEATURES.values():
         assert info.label in page
     assert "gain over untrained [95% interval]" in page and "P(no gain)" in page
