@@ -1,10 +1,11 @@
-"""A label classifier trained on real clips' embeddings, in the spirit of MusicGen's KL metric.
+"""An in-domain label classifier trained on real clips' embeddings, in the spirit of MusicGen's KL metric.
 
 MusicGen scores a generated clip by the KL divergence between a pretrained tagger's label
-distribution on the real clip of the same caption and on the generated one. No pretrained music
-tagger is available offline, so this one is trained here on the real training clips' embeddings
-(one corpus label, the genre by default): accuracy on generated audio says whether the audio sounds
-like its prompt's label, and KL(real || generated) whether it sounds like the real clip of the prompt.
+distribution on the real clip of the same caption and on the generated one; the pretrained musicnn
+tagger does that here (music_models.py), with tags that miss some of this corpus's genres. This
+classifier is trained on the real training clips' embeddings (one corpus label, the genre by default),
+so it knows every genre of the corpus and its sources: accuracy on generated audio says whether the audio
+sounds like its prompt's label, and KL(real || generated) whether it sounds like the real clip of the prompt.
 """
 
 from __future__ import annotations
