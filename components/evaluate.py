@@ -103,8 +103,8 @@ def _generate(
 
 
 def _continuations(generators: dict[str, Any], audio: dict[str, list], prompts, params, tests) -> dict[str, list]:
-    """Per system, the audio after each real test clip's first `continuation_seconds`: the trained and the
-    untrained model continue the clip, the real and codec systems are the clip itself and its codec copy."""
+    """Per system, the audio after each real test clip's first `continuation_seconds`: the `generators` (the
+    model and its baseline) continue the clip, the real and codec systems are the clip itself and its codec copy."""
     rate = generators["model"].sample_rate
     cut = round(params.continuation_seconds * rate)
     for clip, real in zip(tests, audio["real"], strict=True):
@@ -213,10 +213,11 @@ def evaluate(
         audio["model"], model_seconds = _generate(generator, prompts, params, "model")
     untrained = generator.untrained(params.seed)
     audio["untrained"], _ = _generate(untrained, prompts, params, "untrained")
-    generators = {"model": generator, "untrained": untrained}
+    continuing = {"model": generator, "untrained": untrained}  # the generators that continue real openings
     if start_dir:
-        generators[START] = MusicGenerator.load(start_dir)
-        audio[START], _ = _generate(generators[START], prompts, params, START)
+        # A fine-tuned model's gains are over its start, which continues the openings in the untrained one's place.
+        continuing = {"model": generator, START: MusicGenerator.load(start_dir)}
+        audio[START], _ = _generate(continuing[START], prompts, params, START)
     audio["real"] = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in tests]
     with torch.inference_mode():
         audio["codec"] = [generator.decode_audio(generator.encode_audio(a[None]))[0][:length] for a in audio["real"]]
@@ -224,7 +225,7 @@ def evaluate(
     # The ONNX export has no codec encoder to read a real opening with, so its evaluation skips this.
     continued = None
     if params.continuation_seconds and onnx_dir is None:
-        continued = _continuations(generators, audio, prompts, params, tests)
+        continued = _continuations(continuing, audio, prompts, params, tests)
 
     # Frame embeddings per embedder and system; the FAD floor compares real training and test audio.
     weights = vggish_weights or params.vggish_weights
@@ -328,7 +329,7 @@ def _per_prompt_rows(
         features = audio_features(clip_audio, rate)
         row = {"system": system, "id": clip.id, "caption": clip.caption, **_truth(clip.labels)}
         row |= features | adherence(clip_audio, rate, clip.labels, features["tempo_bpm"])
-        if continued:
+        if continued and system in continued:
             row |= continuation_adherence(continued[system][i], rate, clip.labels)
         if tagged:
             tagger, tags = tagged
