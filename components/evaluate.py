@@ -44,6 +44,7 @@ from components.evaluation.classifier import LabelClassifier, clip_vector, kl_di
 from components.evaluation.datasets import CORPUS, dataset_of, held_out_splits
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
 from components.evaluation.music_models import clip_tags, tag_adherence, tagger_for
+from components.evaluation.outliers import FAD_CONTRIBUTION, fad_contributions, worst_prompts
 from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
 from components.evaluation.significance import paired_gain
 from components.training.start import weights_digest
@@ -252,14 +253,18 @@ def evaluate(
     classifier_data = (references + extra, frames[params.classifier_embedder]["reference"] + extra_frames)
     tagged = (tagger, tags) if tags else None
     rows = _per_prompt_rows(tests, classifier_data, audio, continued, tagged, frames, params, rate, systems)
+    old = splits[CORPUS]  # first in `tests`
+    gate_frames = frames[params.gate_embedder]
+    contributions = fad_contributions(gate_frames["model"][: len(old)], gate_frames["real"][: len(old)])
+    by_id = {clip.id: contribution for clip, contribution in zip(old, contributions, strict=True)}
+    for row in rows:
+        if row["system"] == "model" and row["id"] in by_id:
+            row["fad_contribution"] = by_id[row["id"]]
     snr = [snr_db(real, codec) for real, codec in zip(audio["real"], audio["codec"], strict=True)]
-    old = splits[CORPUS]
     metrics = _split_metrics(old, tests, rows, frames, params, systems)
     # FAD's bounds, for the split the gate reads: each draw of prompts costs a FAD per system.
-    at = list(range(len(old)))  # the main corpus's prompts come first in `tests`
-    metrics["intervals"]["fad"] = {
-        params.gate_embedder: fad_bounds(frames[params.gate_embedder], at, systems, params.seed)
-    }
+    at = list(range(len(old)))
+    metrics["intervals"]["fad"] = {params.gate_embedder: fad_bounds(gate_frames, at, systems, params.seed)}
     metrics |= {
         "start": {"directory": str(start_dir) if start_dir else None, "note": start_note},
         "tags": tags_note,
@@ -418,9 +423,18 @@ def _report_context(metrics, decision, rows, audio, tests, generator, params, em
         }
         for i, clip in enumerate(tqdm(shown, desc="report", unit="prompt"))
     ]
+    index = {clip.id: i for i, clip in enumerate(tests)}
+    outliers = {
+        name: {
+            "label": FAD_CONTRIBUTION[0] if name == "fad_contribution" else ADHERENCE[name][0],
+            "prompts": [prompt | {"audio": audio_uri(audio["model"][index[prompt["id"]]], rate)} for prompt in worst],
+        }
+        for name, worst in worst_prompts(rows).items()
+    }
     return {
         "metrics": metrics,
         "decision": decision.to_json(),
+        "outliers": outliers,
         "card": asdict(generator.card),
         "embedders": {name: embedder.description for name, embedder in embedders.items()},
         "adherence_info": ADHERENCE,

@@ -290,7 +290,12 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, thre
     for check in decision["checks"]:
         assert str(markupsafe.escape(check["rule"])) in page
     # Self-contained: two prompts x four systems of inline audio and spectrograms, nothing fetched.
-    assert page.count('src="data:audio/mpeg;base64,') == 8
+    samples, worst = page.split('<h2 id="samples">')[1].split('<h2 id="worst">')
+    assert samples.count('src="data:audio/mpeg;base64,') == 8
+    # The worst prompts per metric, each with its player (two prompts: no leave-one-out FAD contribution).
+    worst = worst.split('<h2 id="prompts">')[0]
+    assert f"<h3>{markupsafe.escape(ADHERENCE['key_score'][0])}</h3>" in worst and "<h3>FAD contribution" not in worst
+    assert worst.count('src="data:audio/mpeg;base64,') == worst.count("<tr>") > 0
     assert page.count('src="data:image/png;base64,') == 8 + 1  # and the summary chart
     assert not re.search(r'src="https?://', page)
 
