@@ -57,6 +57,7 @@ from settings import paths
 from settings.params import EvaluateParams, ParamsError, load_section
 
 SYSTEMS = ("model", "untrained", "codec", "real")
+FINAL_SPLIT = "holdout"  # metrics.json's `split` for the final evaluation (components/holdout.py)
 START = "start"  # the model a fine-tuned model started from: measured beside it when its card names one
 
 
@@ -118,7 +119,7 @@ def _continuations(generators: dict[str, Any], audio: dict[str, list], prompts, 
     return continued | {system: [clip[cut:] for clip in audio[system]] for system in ("real", "codec")}
 
 
-def settings_fingerprint(params: EvaluateParams, tests: list[Clip]) -> str:
+def settings_fingerprint(params: EvaluateParams, tests: list[Clip], split: str = "test") -> str:
     """What makes two evaluations comparable: the same prompts, generation settings and embedders."""
     fields = asdict(params)
     compared = {
@@ -131,6 +132,7 @@ def settings_fingerprint(params: EvaluateParams, tests: list[Clip]) -> str:
         "classifier": [params.classifier_label, params.classifier_embedder],
         "estimators": ESTIMATORS,
         "prompts": [clip.id for clip in tests],
+        "split": split,
     }
     return hashlib.sha256(json.dumps(compared, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -176,20 +178,24 @@ def evaluate(
     params: EvaluateParams,
     vggish_weights: Path | None = None,
     onnx_dir: Path | None = None,
+    holdout_dir: Path | None = None,
 ) -> Evaluation:
     """Evaluate the model in `model_dir` on the test split of `corpus_dir`; write everything to `out_dir`.
 
     With `onnx_dir` (an export of that model, e.g. its int8/ folder) the model's samples come from the
-    ONNX Runtime backend instead, so an export's quality cost is measured beside the same baselines."""
+    ONNX Runtime backend instead, so an export's quality cost is measured beside the same baselines. With
+    `holdout_dir` (the final split, components/holdout.py) the prompts come from that corpus instead, and
+    `corpus_dir` gives only the training clips (the FAD floor and the label classifier)."""
     import torch
 
     from model import MusicGenerator
     from model.embedders import make_embedder
 
     clips = read_manifest(corpus_dir)
-    splits = held_out_splits(clips, params.max_prompts)
+    prompts_dir = holdout_dir or corpus_dir  # where the prompts' real clips are
+    splits = held_out_splits(read_manifest(holdout_dir) if holdout_dir else clips, params.max_prompts)
     if CORPUS not in splits:
-        raise EvaluateError(f"the corpus in {corpus_dir} has no test clips to evaluate on")
+        raise EvaluateError(f"the corpus in {prompts_dir} has no test clips to evaluate on")
     tests = [clip for split in splits.values() for clip in split]  # the main corpus's first
     # The FAD floor's real audio is the main corpus's, so the headline numbers stay comparable across new data.
     trained = [clip for clip in clips if clip.split == "train" and dataset_of(clip) == CORPUS]
@@ -219,7 +225,7 @@ def evaluate(
         # A fine-tuned model's gains are over its start, which continues the openings in the untrained one's place.
         continuing = {"model": generator, START: MusicGenerator.load(start_dir)}
         audio[START], _ = _generate(continuing[START], prompts, params, START)
-    audio["real"] = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in tests]
+    audio["real"] = [read_audio(prompts_dir / clip.path, rate)[:length] for clip in tests]
     with torch.inference_mode():
         audio["codec"] = [generator.decode_audio(generator.encode_audio(a[None]))[0][:length] for a in audio["real"]]
     reference_audio = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in references]
@@ -271,7 +277,8 @@ def evaluate(
         "codec_snr_db": _mean(snr[: len(old)]),
         "prompts": len(old),
         "real_time_factor": len(tests) * params.duration / model_seconds,
-        "settings": settings_fingerprint(params, old),
+        "split": FINAL_SPLIT if holdout_dir else "test",
+        "settings": settings_fingerprint(params, old, FINAL_SPLIT if holdout_dir else "test"),
     }
     new_data = {name: _split_metrics(split, tests, rows, frames, params, systems) for name, split in splits.items()}
     metrics["new_data"] = {name: values | {"prompts": len(splits[name])} for name, values in new_data.items()}
@@ -455,15 +462,36 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def main(
     params: Annotated[Path, typer.Option(help="params.yaml: reads its evaluate section.")] = paths.PARAMS,
     model: Annotated[Path, typer.Option(help="The trained model directory.")] = paths.MODEL,
-    corpus: Annotated[Path, typer.Option(help="The corpus whose test split holds the prompts.")] = paths.CORPUS,
+    corpus: Annotated[
+        Path, typer.Option(help="The corpus: its test split holds the prompts (with --final, only its training clips).")
+    ] = paths.CORPUS,
     out: Annotated[Path, typer.Option(help="Where metrics, decision, report and samples go.")] = paths.EVALUATION,
     onnx: Annotated[
         Path | None, typer.Option(help="Generate the model's samples with this ONNX export (e.g. artifacts/onnx/int8).")
     ] = None,
+    final: Annotated[
+        bool,
+        typer.Option(
+            "--final",
+            help=f"Read the final split instead of the test split: clips rendered from a seed development never "
+            f"reads, into {paths.HOLDOUT} on first use. Writes to {paths.FINAL_EVALUATION} unless --out says.",
+        ),
+    ] = False,
+    holdout: Annotated[
+        Path | None, typer.Option(help="With --final: your own prepared corpus to read instead of the rendered one.")
+    ] = None,
 ) -> None:
     """Evaluate the trained model (FAD, adherence, quality) beside its baselines and decide promotion."""
+    from components.holdout import ensure_holdout
+
+    if holdout and not final:
+        raise typer.BadParameter("--holdout names the final split's corpus: use it with --final")
     try:
-        result = evaluate(model, corpus, out, load_section(params, "evaluate"), onnx_dir=onnx)
+        section = load_section(params, "evaluate")
+        if final:
+            holdout = holdout or ensure_holdout(load_section(params, "data"))
+            out = paths.FINAL_EVALUATION if out == paths.EVALUATION else out
+        result = evaluate(model, corpus, out, section, onnx_dir=onnx, holdout_dir=holdout)
     except (ParamsError, ManifestError, ModelInputError, EvaluateError, GateError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
@@ -487,7 +515,7 @@ def main(
     verdict = "PROMOTE" if decision.promote else "REFUSED"
     failed = [check.rule for check in decision.checks if not check.passed]
     typer.echo(f"gate: {verdict}" + (f" ({'; '.join(failed)})" if failed else ""))
-    typer.echo(f"report: {out / 'report.html'}")
+    typer.echo(f"report: {out / 'report.html'} ({metrics['split']} split)")
 
 
 if __name__ == "__main__":
