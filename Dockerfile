@@ -36,8 +36,9 @@ RUN mkdir -p settings model components pipelines serving monitoring musicops \
         serving/__init__.py monitoring/__init__.py musicops/__init__.py \
     && pip install --no-cache-dir -c constraints.txt -e .
 # musicnn's pretrained tagger checkpoints, for evaluation's "musicnn" embedder (model/musicnn.py ports them to
-# torch). --no-deps: it declares TensorFlow 1 and numpy<1.17, and only its checkpoint files and tag list are read.
-RUN pip install --no-cache-dir --no-deps musicnn==0.1.0
+# torch), and basic-pitch's ONNX note transcriber (model/transcription.py). --no-deps: they declare TensorFlow
+# (musicnn TensorFlow 1 and numpy<1.17), and only their model files and pre/post-processing are used.
+RUN pip install --no-cache-dir --no-deps musicnn==0.1.0 basic-pitch==0.4.0
 
 COPY settings/ settings/
 COPY model/ model/

@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	@# embedder). It declares tensorflow>=1.14 and numpy<1.17, which cannot install beside this stack, and
 	@# only its checkpoint files and tag list are read, never its TensorFlow code.
 	@$(PIP) install --no-deps musicnn==0.1.0 $(QUIET_PIP)
+	@# basic-pitch's note transcriber (model/transcription.py) runs its wheel's ONNX model on onnxruntime. The wheel
+	@# declares tensorflow<2.15.1 (numpy<2, protobuf<5), which cannot install here; its other dependencies are ours.
+	@$(PIP) install --no-deps basic-pitch==0.4.0 $(QUIET_PIP)
 	@touch $(STAMP)
 
 # A real Triton server (the one inside nvidia-pytriton's wheel: CPU, Python backend) for
@@ -77,7 +80,7 @@ bench: install
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock: install
-	@$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fadtk|frechet[-_]audio[-_]distance|musicnn)==' > constraints.txt
+	@$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fadtk|frechet[-_]audio[-_]distance|musicnn|basic[-_]pitch)==' > constraints.txt
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache

@@ -38,10 +38,13 @@ import typer
 from tqdm import tqdm
 
 from components.corpus.manifest import Clip, ManifestError, read_manifest
-from components.evaluation.adherence import ADHERENCE, adherence, continuation_adherence
+from components.evaluation.adherence import ADHERENCE, ESTIMATORS, adherence, continuation_adherence
+from components.evaluation.bounds import adherence_bounds, fad_bounds
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
 from components.evaluation.datasets import CORPUS, dataset_of, held_out_splits
 from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
+from components.evaluation.music_models import clip_tags, tag_adherence, tagger_for
+from components.evaluation.outliers import FAD_CONTRIBUTION, fad_contributions, worst_prompts
 from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
 from components.evaluation.significance import paired_gain
 from components.training.start import weights_digest
@@ -54,6 +57,7 @@ from settings import paths
 from settings.params import EvaluateParams, ParamsError, load_section
 
 SYSTEMS = ("model", "untrained", "codec", "real")
+FINAL_SPLIT = "holdout"  # metrics.json's `split` for the final evaluation (components/holdout.py)
 START = "start"  # the model a fine-tuned model started from: measured beside it when its card names one
 
 
@@ -101,8 +105,8 @@ def _generate(
 
 
 def _continuations(generators: dict[str, Any], audio: dict[str, list], prompts, params, tests) -> dict[str, list]:
-    """Per system, the audio after each real test clip's first `continuation_seconds`: the trained and the
-    untrained model continue the clip, the real and codec systems are the clip itself and its codec copy."""
+    """Per system, the audio after each real test clip's first `continuation_seconds`: the `generators` (the
+    model and its baseline) continue the clip, the real and codec systems are the clip itself and its codec copy."""
     rate = generators["model"].sample_rate
     cut = round(params.continuation_seconds * rate)
     for clip, real in zip(tests, audio["real"], strict=True):
@@ -115,7 +119,7 @@ def _continuations(generators: dict[str, Any], audio: dict[str, list], prompts, 
     return continued | {system: [clip[cut:] for clip in audio[system]] for system in ("real", "codec")}
 
 
-def settings_fingerprint(params: EvaluateParams, tests: list[Clip]) -> str:
+def settings_fingerprint(params: EvaluateParams, tests: list[Clip], split: str = "test") -> str:
     """What makes two evaluations comparable: the same prompts, generation settings and embedders."""
     fields = asdict(params)
     compared = {
@@ -126,7 +130,9 @@ def settings_fingerprint(params: EvaluateParams, tests: list[Clip]) -> str:
         "vggish": Path(params.vggish_weights).name if params.vggish_weights else None,
         "reference_clips": params.reference_clips,
         "classifier": [params.classifier_label, params.classifier_embedder],
+        "estimators": ESTIMATORS,
         "prompts": [clip.id for clip in tests],
+        "split": split,
     }
     return hashlib.sha256(json.dumps(compared, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -172,20 +178,24 @@ def evaluate(
     params: EvaluateParams,
     vggish_weights: Path | None = None,
     onnx_dir: Path | None = None,
+    holdout_dir: Path | None = None,
 ) -> Evaluation:
     """Evaluate the model in `model_dir` on the test split of `corpus_dir`; write everything to `out_dir`.
 
     With `onnx_dir` (an export of that model, e.g. its int8/ folder) the model's samples come from the
-    ONNX Runtime backend instead, so an export's quality cost is measured beside the same baselines."""
+    ONNX Runtime backend instead, so an export's quality cost is measured beside the same baselines. With
+    `holdout_dir` (the final split, components/holdout.py) the prompts come from that corpus instead, and
+    `corpus_dir` gives only the training clips (the FAD floor and the label classifier)."""
     import torch
 
     from model import MusicGenerator
     from model.embedders import make_embedder
 
     clips = read_manifest(corpus_dir)
-    splits = held_out_splits(clips, params.max_prompts)
+    prompts_dir = holdout_dir or corpus_dir  # where the prompts' real clips are
+    splits = held_out_splits(read_manifest(holdout_dir) if holdout_dir else clips, params.max_prompts)
     if CORPUS not in splits:
-        raise EvaluateError(f"the corpus in {corpus_dir} has no test clips to evaluate on")
+        raise EvaluateError(f"the corpus in {prompts_dir} has no test clips to evaluate on")
     tests = [clip for split in splits.values() for clip in split]  # the main corpus's first
     # The FAD floor's real audio is the main corpus's, so the headline numbers stay comparable across new data.
     trained = [clip for clip in clips if clip.split == "train" and dataset_of(clip) == CORPUS]
@@ -210,18 +220,19 @@ def evaluate(
         audio["model"], model_seconds = _generate(generator, prompts, params, "model")
     untrained = generator.untrained(params.seed)
     audio["untrained"], _ = _generate(untrained, prompts, params, "untrained")
-    generators = {"model": generator, "untrained": untrained}
+    continuing = {"model": generator, "untrained": untrained}  # the generators that continue real openings
     if start_dir:
-        generators[START] = MusicGenerator.load(start_dir)
-        audio[START], _ = _generate(generators[START], prompts, params, START)
-    audio["real"] = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in tests]
+        # A fine-tuned model's gains are over its start, which continues the openings in the untrained one's place.
+        continuing = {"model": generator, START: MusicGenerator.load(start_dir)}
+        audio[START], _ = _generate(continuing[START], prompts, params, START)
+    audio["real"] = [read_audio(prompts_dir / clip.path, rate)[:length] for clip in tests]
     with torch.inference_mode():
         audio["codec"] = [generator.decode_audio(generator.encode_audio(a[None]))[0][:length] for a in audio["real"]]
     reference_audio = [read_audio(corpus_dir / clip.path, rate)[:length] for clip in references]
     # The ONNX export has no codec encoder to read a real opening with, so its evaluation skips this.
     continued = None
     if params.continuation_seconds and onnx_dir is None:
-        continued = _continuations(generators, audio, prompts, params, tests)
+        continued = _continuations(continuing, audio, prompts, params, tests)
 
     # Frame embeddings per embedder and system; the FAD floor compares real training and test audio.
     weights = vggish_weights or params.vggish_weights
@@ -243,17 +254,31 @@ def evaluate(
         extra = _pick(new, max(1, per_label) * len({str(clip.labels[label]) for clip in new}), params.seed)
         embedder = embedders[params.classifier_embedder]
         extra_frames = [embedder.embed(read_audio(corpus_dir / clip.path, rate)[:length], rate) for clip in extra]
+        tagger, tags_note = tagger_for(embedders, params.duration)
+        tags = clip_tags(tagger, audio, rate, systems) if tagger else None
     classifier_data = (references + extra, frames[params.classifier_embedder]["reference"] + extra_frames)
-    rows = _per_prompt_rows(tests, classifier_data, audio, continued, frames, params, rate, systems)
+    tagged = (tagger, tags) if tags else None
+    rows = _per_prompt_rows(tests, classifier_data, audio, continued, tagged, frames, params, rate, systems)
+    old = splits[CORPUS]  # first in `tests`
+    gate_frames = frames[params.gate_embedder]
+    contributions = fad_contributions(gate_frames["model"][: len(old)], gate_frames["real"][: len(old)])
+    by_id = {clip.id: contribution for clip, contribution in zip(old, contributions, strict=True)}
+    for row in rows:
+        if row["system"] == "model" and row["id"] in by_id:
+            row["fad_contribution"] = by_id[row["id"]]
     snr = [snr_db(real, codec) for real, codec in zip(audio["real"], audio["codec"], strict=True)]
-    old = splits[CORPUS]
     metrics = _split_metrics(old, tests, rows, frames, params, systems)
+    # FAD's bounds, for the split the gate reads: each draw of prompts costs a FAD per system.
+    at = list(range(len(old)))
+    metrics["intervals"]["fad"] = {params.gate_embedder: fad_bounds(gate_frames, at, systems, params.seed)}
     metrics |= {
         "start": {"directory": str(start_dir) if start_dir else None, "note": start_note},
+        "tags": tags_note,
         "codec_snr_db": _mean(snr[: len(old)]),
         "prompts": len(old),
         "real_time_factor": len(tests) * params.duration / model_seconds,
-        "settings": settings_fingerprint(params, old),
+        "split": FINAL_SPLIT if holdout_dir else "test",
+        "settings": settings_fingerprint(params, old, FINAL_SPLIT if holdout_dir else "test"),
     }
     new_data = {name: _split_metrics(split, tests, rows, frames, params, systems) for name, split in splits.items()}
     metrics["new_data"] = {name: values | {"prompts": len(splits[name])} for name, values in new_data.items()}
@@ -282,15 +307,19 @@ def _split_metrics(split: list[Clip], tests: list[Clip], rows, frames, params: E
         "adherence": _summaries(mine, list(ADHERENCE), systems),
         "gain_over_untrained": _gains(mine, list(ADHERENCE), params.seed),
         "quality": _summaries(mine, list(FEATURES), systems),
+        "intervals": {"adherence": adherence_bounds(mine, list(ADHERENCE), systems, params.seed)},
     }
     if START in systems:
         metrics["gain_over_start"] = _gains(mine, list(ADHERENCE), params.seed, baseline=START)
     return metrics
 
 
-def _per_prompt_rows(tests, classifier_data, audio, continued, frames, params, rate, systems) -> list[dict[str, Any]]:
-    """One row per (system, prompt): labels, features, adherence and the label classifier's view.
-    `classifier_data`: the clips the label classifier learns from, and their embedding frames."""
+def _per_prompt_rows(
+    tests, classifier_data, audio, continued, tagged, frames, params, rate, systems
+) -> list[dict[str, Any]]:
+    """One row per (system, prompt): labels, features, adherence, the tagger's and the label classifier's view.
+    `classifier_data`: the clips the label classifier learns from, and their embedding frames; `tagged`: the
+    musicnn tagger and each system's clips' tags, or None."""
     label = params.classifier_label
     known, known_frames = classifier_data
     train_labels = [str(clip.labels.get(label)) for clip in known]
@@ -312,8 +341,11 @@ def _per_prompt_rows(tests, classifier_data, audio, continued, frames, params, r
         features = audio_features(clip_audio, rate)
         row = {"system": system, "id": clip.id, "caption": clip.caption, **_truth(clip.labels)}
         row |= features | adherence(clip_audio, rate, clip.labels, features["tempo_bpm"])
-        if continued:
+        if continued and system in continued:
             row |= continuation_adherence(continued[system][i], rate, clip.labels)
+        if tagged:
+            tagger, tags = tagged
+            row |= tag_adherence(tagger, tags[system][i], tags["real"][i], clip.labels, system == "real")
         if classifier and clip.labels.get(label) is not None:
             p = probabilities[system][i]
             truth = str(clip.labels[label])
@@ -398,9 +430,18 @@ def _report_context(metrics, decision, rows, audio, tests, generator, params, em
         }
         for i, clip in enumerate(tqdm(shown, desc="report", unit="prompt"))
     ]
+    index = {clip.id: i for i, clip in enumerate(tests)}
+    outliers = {
+        name: {
+            "label": FAD_CONTRIBUTION[0] if name == "fad_contribution" else ADHERENCE[name][0],
+            "prompts": [prompt | {"audio": audio_uri(audio["model"][index[prompt["id"]]], rate)} for prompt in worst],
+        }
+        for name, worst in worst_prompts(rows).items()
+    }
     return {
         "metrics": metrics,
         "decision": decision.to_json(),
+        "outliers": outliers,
         "card": asdict(generator.card),
         "embedders": {name: embedder.description for name, embedder in embedders.items()},
         "adherence_info": ADHERENCE,
@@ -421,15 +462,36 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def main(
     params: Annotated[Path, typer.Option(help="params.yaml: reads its evaluate section.")] = paths.PARAMS,
     model: Annotated[Path, typer.Option(help="The trained model directory.")] = paths.MODEL,
-    corpus: Annotated[Path, typer.Option(help="The corpus whose test split holds the prompts.")] = paths.CORPUS,
+    corpus: Annotated[
+        Path, typer.Option(help="The corpus: its test split holds the prompts (with --final, only its training clips).")
+    ] = paths.CORPUS,
     out: Annotated[Path, typer.Option(help="Where metrics, decision, report and samples go.")] = paths.EVALUATION,
     onnx: Annotated[
         Path | None, typer.Option(help="Generate the model's samples with this ONNX export (e.g. artifacts/onnx/int8).")
     ] = None,
+    final: Annotated[
+        bool,
+        typer.Option(
+            "--final",
+            help=f"Read the final split instead of the test split: clips rendered from a seed development never "
+            f"reads, into {paths.HOLDOUT} on first use. Writes to {paths.FINAL_EVALUATION} unless --out says.",
+        ),
+    ] = False,
+    holdout: Annotated[
+        Path | None, typer.Option(help="With --final: your own prepared corpus to read instead of the rendered one.")
+    ] = None,
 ) -> None:
     """Evaluate the trained model (FAD, adherence, quality) beside its baselines and decide promotion."""
+    from components.holdout import ensure_holdout
+
+    if holdout and not final:
+        raise typer.BadParameter("--holdout names the final split's corpus: use it with --final")
     try:
-        result = evaluate(model, corpus, out, load_section(params, "evaluate"), onnx_dir=onnx)
+        section = load_section(params, "evaluate")
+        if final:
+            holdout = holdout or ensure_holdout(load_section(params, "data"))
+            out = paths.FINAL_EVALUATION if out == paths.EVALUATION else out
+        result = evaluate(model, corpus, out, section, onnx_dir=onnx, holdout_dir=holdout)
     except (ParamsError, ManifestError, ModelInputError, EvaluateError, GateError) as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
@@ -453,7 +515,7 @@ def main(
     verdict = "PROMOTE" if decision.promote else "REFUSED"
     failed = [check.rule for check in decision.checks if not check.passed]
     typer.echo(f"gate: {verdict}" + (f" ({'; '.join(failed)})" if failed else ""))
-    typer.echo(f"report: {out / 'report.html'}")
+    typer.echo(f"report: {out / 'report.html'} ({metrics['split']} split)")
 
 
 if __name__ == "__main__":

@@ -184,6 +184,15 @@ def info(model: Annotated[str, typer.Argument(help="A model directory or a prese
         typer.echo(f"{key:<{width}}  {value}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def evaluate(context: typer.Context) -> None:
+    """Evaluate a model beside its baselines and decide promotion (the evaluate stage); --final reads the
+    final split development never reads. `musicops evaluate --help` lists the options."""
+    from components.evaluate import app as evaluate_app
+
+    evaluate_app(context.args, prog_name="musicops evaluate")
+
+
 @app.command()
 def promote(
     model: Annotated[Path, typer.Option(help="The evaluated model directory.")] = paths.MODEL,

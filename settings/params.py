@@ -228,7 +228,7 @@ class EvaluateParams:
     # Seconds of each real test clip the model continues (0: off); the tempo it keeps after them tells
     # a model that has not learned rhythm from one that does not read the prompt's tempo.
     continuation_seconds: float = 3.0
-    embedders: tuple[str, ...] = ("mel", "encodec")  # FAD embedders; add "vggish" with vggish_weights
+    embedders: tuple[str, ...] = ("mel", "encodec", "musicnn")  # FAD embedders; add "vggish" with vggish_weights
     vggish_weights: str | None = None  # a local vggish-10086976.pth (never downloaded)
     reference_clips: int = 96  # real training clips: the FAD floor and the label classifier's training set
     classifier_label: str = "genre"  # the corpus label the classifier predicts (accuracy and KL)
@@ -261,6 +261,14 @@ class EvaluateParams:
         for name in ("gate_embedder", "classifier_embedder"):
             if getattr(self, name) not in self.embedders:
                 raise ParamsError(f"evaluate.{name} ({getattr(self, name)!r}) must be one of evaluate.embedders")
+        if "musicnn" in self.embedders:
+            from model.musicnn import MIN_SAMPLES, SAMPLE_RATE
+
+            if self.duration < MIN_SAMPLES / SAMPLE_RATE:
+                raise ParamsError(
+                    f"evaluate.embedders names musicnn, which hears {MIN_SAMPLES / SAMPLE_RATE} s patches: "
+                    f"evaluate.duration ({self.duration}) must be at least that, or drop musicnn"
+                )
         if "vggish" in self.embedders and not self.vggish_weights:
             raise ParamsError("evaluate.embedders names vggish: set evaluate.vggish_weights to a local weights file")
         if self.regression_tolerance < 0:

@@ -20,6 +20,8 @@ EVALUATION = ARTIFACTS / "evaluation"  # evaluate: metrics, decision, report
 ONNX = ARTIFACTS / "onnx"  # export
 TRITON = ARTIFACTS / "triton"  # triton: the model repository
 PROMOTED = ARTIFACTS / "promoted"  # `musicops promote`: the model serving and the gate compare against
+HOLDOUT = ARTIFACTS / "data" / "holdout"  # `musicops evaluate --final`: the split development never reads
+FINAL_EVALUATION = ARTIFACTS / "evaluation-final"  # `musicops evaluate --final`: its metrics and report
 
 MONITORING = ARTIFACTS / "monitoring"
 REQUEST_LOG = MONITORING / "requests"  # the front's Parquet request log

@@ -1,15 +1,15 @@
 """How well a codec reconstructs held-out audio, measured through a transformers `EncodecModel`.
 
 Per clip, then averaged: SI-SNR (dB; scale-invariant, so it judges the waveform's shape, phase included),
-SNR (dB; 0 for silence, so above 0 beats outputting nothing) and the log-mel distance (mean absolute
-difference of log10 mel power, 80 bands, 64 ms windows: 1.0 is a 10 dB error on average). For a codec also
-`codes_used`: how many distinct codes each codebook spends on all the clips, since a tokenizer whose
-codebooks collapse onto a few codes gives the language model little to learn, however the audio sounds, and
-`frame_template_share`: how much of the decoder's output is one waveform repeated every frame, whatever
-the codes. A decoder's upsampling turns constant offsets (biases) into such a template, heard as a buzz at
-the frame rate and its harmonics (50, 100, 150 Hz ...: a dominant-seventh chord on G at 32 kHz / 640), and a
-log-mel loss hardly sees it: mel bands are wider than the comb's teeth. Where it dominates, the codec
-carries no pitch and every generated clip sounds in the template's key.
+SNR (dB; 0 for silence, so above 0 beats outputting nothing), both torchmetrics' in float64, and the log-mel
+distance (mean absolute difference of log10 mel power, 80 bands, 64 ms windows: 1.0 is a 10 dB error on
+average). For a codec also `codes_used`: how many distinct codes each codebook spends on all the clips,
+since a tokenizer whose codebooks collapse onto a few codes gives the language model little to learn, however
+the audio sounds, and `frame_template_share`: how much of the decoder's output is one waveform repeated every
+frame, whatever the codes. A decoder's upsampling turns constant offsets (biases) into such a template, heard
+as a buzz at the frame rate and its harmonics (50, 100, 150 Hz ...: a dominant-seventh chord on G at 32 kHz /
+640), and a log-mel loss hardly sees it: mel bands are wider than the comb's teeth. Where it dominates, the
+codec carries no pitch and every generated clip sounds in the template's key.
 """
 
 from __future__ import annotations
@@ -23,22 +23,27 @@ from transformers import EncodecModel
 from components.codec.losses import MelSpectrogram, log_mel
 
 METRICS = ("si_snr_db", "snr_db", "mel_distance")
-_EPS = 1e-12
 
 
 def si_snr_db(reference: np.ndarray, estimate: np.ndarray) -> float | None:
     """Scale-invariant SNR; None when the estimate is constant (silence has no scale to fit)."""
-    reference, estimate = reference - reference.mean(), estimate - estimate.mean()
-    if not np.any(estimate):
+    from torchmetrics.functional.audio import scale_invariant_signal_noise_ratio
+
+    if not np.any(estimate - estimate.mean()):
         return None
-    target = (np.dot(estimate, reference) / (np.dot(reference, reference) + _EPS)) * reference
-    noise = estimate - target
-    return float(10 * np.log10((np.dot(target, target) + _EPS) / (np.dot(noise, noise) + _EPS)))
+    value = scale_invariant_signal_noise_ratio(_tensor(estimate), _tensor(reference))
+    return float(value)
 
 
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    noise = reference - estimate
-    return float(10 * np.log10((np.dot(reference, reference) + _EPS) / (np.dot(noise, noise) + _EPS)))
+    from torchmetrics.functional.audio import signal_noise_ratio
+
+    return float(signal_noise_ratio(_tensor(estimate), _tensor(reference)))
+
+
+def _tensor(audio: np.ndarray) -> torch.Tensor:
+    # float64: torchmetrics' epsilon is its dtype's, and float32's (1e-7) would shift the scores of quiet clips
+    return torch.from_numpy(np.asarray(audio, dtype=np.float64))
 
 
 class Scorer:

@@ -1,15 +1,17 @@
-"""A label classifier trained on real clips' embeddings, in the spirit of MusicGen's KL metric.
+"""An in-domain label classifier trained on real clips' embeddings, in the spirit of MusicGen's KL metric.
 
 MusicGen scores a generated clip by the KL divergence between a pretrained tagger's label
-distribution on the real clip of the same caption and on the generated one. No pretrained music
-tagger is available offline, so this one is trained here on the real training clips' embeddings
-(one corpus label, the genre by default): accuracy on generated audio says whether the audio sounds
-like its prompt's label, and KL(real || generated) whether it sounds like the real clip of the prompt.
+distribution on the real clip of the same caption and on the generated one; the pretrained musicnn
+tagger does that here (music_models.py), with tags that miss some of this corpus's genres. This
+classifier is trained on the real training clips' embeddings (one corpus label, the genre by default),
+so it knows every genre of the corpus and its sources: accuracy on generated audio says whether the audio
+sounds like its prompt's label, and KL(real || generated) whether it sounds like the real clip of the prompt.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import rel_entr
 
 
 def clip_vector(frames: np.ndarray) -> np.ndarray:
@@ -48,8 +50,9 @@ class LabelClassifier:
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Row-wise KL(p || q) in nats, with both distributions floored at `eps` (as MusicGen's metric does)."""
+    """Row-wise KL(p || q) in nats (scipy's rel_entr, summed), with both distributions floored at `eps` and
+    renormalised (as MusicGen's metric does), so a label one side gives no probability costs finitely."""
     p = np.clip(p, eps, None)
     q = np.clip(q, eps, None)
     p, q = p / p.sum(axis=-1, keepdims=True), q / q.sum(axis=-1, keepdims=True)
-    return np.sum(p * (np.log(p) - np.log(q)), axis=-1)
+    return np.sum(rel_entr(p, q), axis=-1)

@@ -1,6 +1,11 @@
 """The promotion gate: thresholds from params.yaml, and no regression against the promoted model nor, for a
 fine-tuned model, against the model it started from (measured in the same evaluation, on the same prompts).
 
+A threshold holds when the one-sided 95% bound over prompts clears it (components/evaluation/bounds.py): the
+lower bound of an adherence share, the upper bound of the model's FAD as a share of the untrained model's. Each
+check quotes the bound it read (`value`) beside the point estimate. The regression checks compare point
+estimates within `regression_tolerance`: the promoted model left only its means behind.
+
 The decision (`decision.json`) is the evaluation stage's output that the pipeline's deploy step
 reads; `promote` copies a model that passed, with its metrics, into the promoted folder the next
 evaluation compares against.
@@ -18,15 +23,17 @@ from model.atomic_io import atomic_directory
 from settings.params import EvaluateParams
 
 DECISION_FILE, METRICS_FILE = "decision.json", "metrics.json"
+RATIO = "model/untrained"  # intervals.fad.<embedder>'s key for the model's FAD as a share of the untrained model's
 
 
 @dataclass
 class Check:
     name: str
-    value: float
+    value: float  # what was compared with the threshold: a threshold's bound, a regression check's estimate
     threshold: float
     passed: bool
-    rule: str  # the rule in words, e.g. "model FAD (mel) <= 0.9 x untrained FAD"
+    rule: str  # the rule in words, e.g. "model FAD (mel) / untrained FAD <= 0.9, upper 95% bound"
+    estimate: float | None = None  # a threshold's point estimate, beside the bound in `value`
 
 
 @dataclass
@@ -44,31 +51,49 @@ class GateError(ValueError):
     """Metrics or a promoted folder the gate cannot read; the message names which."""
 
 
+def _bounds(metrics: dict[str, Any], section: str, name: str) -> dict[str, float]:
+    try:
+        return metrics["intervals"][section][name]
+    except KeyError:
+        raise GateError(
+            f"the gate needs intervals.{section}.{name}, which the metrics lack (evaluated before the gate read "
+            "bounds, or with unlabelled prompts): evaluate again"
+        ) from None
+
+
 def _threshold_checks(metrics: dict[str, Any], params: EvaluateParams) -> list[Check]:
     checks = []
-    fad = metrics["fad"][params.gate_embedder]
+    embedder = params.gate_embedder
     if params.max_fad_ratio is not None:
-        limit = params.max_fad_ratio * fad["untrained"]
+        fad = metrics["fad"][embedder]
+        bound = _bounds(metrics, "fad", embedder)[RATIO]["high"]
         checks.append(
             Check(
-                f"fad.{params.gate_embedder}",
-                fad["model"],
-                limit,
-                fad["model"] <= limit,
-                f"model FAD ({params.gate_embedder}) <= {params.max_fad_ratio:g} x the untrained model's",
+                f"fad.{embedder}",
+                bound,
+                params.max_fad_ratio,
+                bound <= params.max_fad_ratio,
+                f"model FAD ({embedder}) / untrained FAD <= {params.max_fad_ratio:g}, upper 95% bound over prompts",
+                estimate=fad["model"] / fad["untrained"],
             )
         )
-    adherence = metrics["adherence"]
     for metric, minimum in (
         ("tempo_match", params.min_tempo_match),
         ("key_score", params.min_key_score),
         ("label_accuracy", params.min_label_accuracy),
     ):
         if minimum is not None:
-            if metric not in adherence:
-                raise GateError(f"the gate needs adherence.{metric}, which the metrics lack (unlabelled prompts?)")
-            value = adherence[metric]["model"]
-            checks.append(Check(metric, value, minimum, value >= minimum, f"{metric} >= {minimum:g}"))
+            bounds = _bounds(metrics, "adherence", metric)["model"]
+            checks.append(
+                Check(
+                    metric,
+                    bounds["low"],
+                    minimum,
+                    bounds["low"] >= minimum,
+                    f"{metric} >= {minimum:g}, lower 95% bound over prompts",
+                    estimate=bounds["mean"],
+                )
+            )
     return checks
 
 

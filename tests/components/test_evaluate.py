@@ -4,9 +4,11 @@ whose report must hold every metric."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import markupsafe
@@ -16,7 +18,7 @@ import pytest
 from components.evaluate import EvaluateError, _continuations, evaluate
 from components.evaluation.adherence import ADHERENCE, continuation_adherence, tempo_error
 from components.evaluation.classifier import LabelClassifier, kl_divergence
-from components.evaluation.gate import GateError, decide, promote
+from components.evaluation.gate import RATIO, GateError, decide, promote
 from components.evaluation.significance import paired_gain
 from components.prepare import prepare
 from model.audio_quality import FEATURES
@@ -24,11 +26,23 @@ from settings.params import EvaluateParams, ParamsError
 from tests.support.micro_pipeline import MICRO_DATA
 
 
-def crafted(fad_model=1.0, fad_untrained=2.0, tempo=0.5, key=0.3, accuracy=0.4, settings="s1") -> dict:
+def crafted(
+    fad_model=1.0, fad_untrained=2.0, tempo=0.5, key=0.3, accuracy=0.4, settings="s1", spread=0.0
+) -> dict:
+    """Metrics as the evaluation writes them; each bound `spread` away from its estimate."""
     three = lambda value: {"model": value, "untrained": 0.0, "real": 1.0}  # noqa: E731
+    adherence = {"tempo_match": tempo, "key_score": key, "label_accuracy": accuracy}
+    ratio = fad_model / fad_untrained
     return {
         "fad": {"mel": {"model": fad_model, "untrained": fad_untrained, "real": 0.1}},
-        "adherence": {"tempo_match": three(tempo), "key_score": three(key), "label_accuracy": three(accuracy)},
+        "adherence": {name: three(value) for name, value in adherence.items()},
+        "intervals": {
+            "fad": {"mel": {RATIO: {"low": ratio - spread, "high": ratio + spread}}},
+            "adherence": {
+                name: {"model": {"mean": value, "low": value - spread, "high": value + spread}}
+                for name, value in adherence.items()
+            },
+        },
         "settings": settings,
     }
 
@@ -58,6 +72,22 @@ def test_gate_refuses_each_threshold_it_is_given(metrics, failing):
     decision = decide(metrics, GATE)
     assert not decision.promote
     assert [c.name for c in decision.checks if not c.passed] == [failing]
+
+
+@pytest.mark.unit
+def test_a_threshold_holds_only_when_its_bound_clears_it():
+    # Every estimate clears its threshold (FAD share 0.5 <= 0.9, shares >= 0.2); only the bounds differ.
+    tight, loose = decide(crafted(spread=0.05), GATE), decide(crafted(spread=0.45), GATE)
+    assert tight.promote and not loose.promote
+    assert {c.name for c in loose.checks if not c.passed} == {"fad.mel", "tempo_match", "key_score", "label_accuracy"}
+    fad, key = loose.checks[0], next(c for c in loose.checks if c.name == "key_score")
+    assert (fad.value, fad.estimate, fad.threshold) == (pytest.approx(0.95), pytest.approx(0.5), 0.9)
+    assert (key.value, key.estimate) == (pytest.approx(-0.15), pytest.approx(0.3)) and "lower 95% bound" in key.rule
+    # Metrics without bounds (an evaluation older than the bounds) cannot be gated: said, not guessed.
+    bare = crafted()
+    del bare["intervals"]
+    with pytest.raises(GateError, match=r"intervals\.fad\.mel.*evaluate again"):
+        decide(bare, GATE)
 
 
 @pytest.mark.unit
@@ -105,6 +135,11 @@ def test_kl_divergence_is_zero_for_equal_distributions_and_grows_with_difference
     assert kl_divergence(p, p)[0] == pytest.approx(0.0, abs=1e-12)
     closer, farther = kl_divergence(p, np.array([[0.5, 0.3, 0.2]])), kl_divergence(p, np.array([[0.1, 0.2, 0.7]]))
     assert 0 < closer[0] < farther[0]
+    assert closer[0] == pytest.approx(0.7 * math.log(0.7 / 0.5) + 0.2 * math.log(0.2 / 0.3) + 0.1 * math.log(0.1 / 0.2))
+    # A label one side gives no probability is floored at eps (then renormalised), so the divergence stays finite.
+    eps, floored = 1e-6, np.array([0.7, 0.3, 1e-6]) / (1 + 1e-6)
+    expected = sum(a * math.log(a / b) for a, b in zip(floored, [0.5, 0.3, 0.2], strict=True))
+    assert kl_divergence(np.array([[0.7, 0.3, 0.0]]), np.array([[0.5, 0.3, 0.2]]), eps)[0] == pytest.approx(expected)
 
 
 @pytest.mark.unit
@@ -192,6 +227,14 @@ def micro_corpus(tmp_path_factory):
     return corpus
 
 
+@pytest.fixture(scope="module")
+def three_second_corpus(tmp_path_factory):
+    """Clips as long as musicnn's 3 s patch: the pretrained tagger and embedder can hear them."""
+    corpus = tmp_path_factory.mktemp("evaluate-3s") / "corpus"
+    prepare(replace(MICRO_DATA, clip_seconds=3.0), corpus, show_progress=False)
+    return corpus
+
+
 MICRO_EVALUATION = EvaluateParams(
     max_prompts=2,
     duration=2.0,
@@ -200,17 +243,20 @@ MICRO_EVALUATION = EvaluateParams(
     reference_clips=8,
     report_samples=2,
     max_fad_ratio=0.9,
+    embedders=("mel", "encodec"),  # musicnn hears 3 s patches: the whole-run test below has them
 )
+EVERY_MEASURE = replace(MICRO_EVALUATION, duration=3.0, embedders=("mel", "encodec", "musicnn"))
 
 
 @pytest.mark.integration
-def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micro_corpus, tmp_path):
-    params = MICRO_EVALUATION
-    result = evaluate(micro_dir, micro_corpus, tmp_path / "evaluation", params)
+def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, three_second_corpus, tmp_path):
+    params = EVERY_MEASURE
+    result = evaluate(micro_dir, three_second_corpus, tmp_path / "evaluation", params)
     out = result.out_dir
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result.metrics))
-    assert set(metrics["fad"]) == {"mel", "encodec"}
+    assert set(metrics["fad"]) == {"mel", "encodec", "musicnn"}
+    assert metrics["tags"].startswith("MSD_musicnn")
     for values in metrics["fad"].values():
         assert set(values) == {"model", "untrained", "codec", "real"} and all(v >= 0 for v in values.values())
     assert set(metrics["adherence"]) == set(ADHERENCE)
@@ -230,21 +276,26 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, micr
     reference = out / "reference"
     assert (reference / "features.csv").is_file()
     assert {p.name for p in reference.glob("*.npz")} == {
-        f"{e}_{s}.npz" for e in ("mel", "encodec") for s in ("model", "real")
+        f"{e}_{s}.npz" for e in ("mel", "encodec", "musicnn") for s in ("model", "real")
     }
 
     page = (out / "report.html").read_text()
     for name in metrics["fad"]:
         assert f'<td class="text">{name}</td>' in page
     for label, _ in ADHERENCE.values():
-        assert label in page
+        assert str(markupsafe.escape(label)) in page
     for info in FEATURES.values():
         assert info.label in page
     assert "gain over untrained [95% interval]" in page and "P(no gain)" in page
     for check in decision["checks"]:
         assert str(markupsafe.escape(check["rule"])) in page
     # Self-contained: two prompts x four systems of inline audio and spectrograms, nothing fetched.
-    assert page.count('src="data:audio/mpeg;base64,') == 8
+    samples, worst = page.split('<h2 id="samples">')[1].split('<h2 id="worst">')
+    assert samples.count('src="data:audio/mpeg;base64,') == 8
+    # The worst prompts per metric, each with its player (two prompts: no leave-one-out FAD contribution).
+    worst = worst.split('<h2 id="prompts">')[0]
+    assert f"<h3>{markupsafe.escape(ADHERENCE['key_score'][0])}</h3>" in worst and "<h3>FAD contribution" not in worst
+    assert worst.count('src="data:audio/mpeg;base64,') == worst.count("<tr>") > 0
     assert page.count('src="data:image/png;base64,') == 8 + 1  # and the summary chart
     assert not re.search(r'src="https?://', page)
 

@@ -5,6 +5,7 @@ started from, and the gate refuses a model that gains on the new data but forget
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, replace
 
@@ -109,10 +110,12 @@ def labelled_corpus(corpora, tmp_path_factory):
 @pytest.mark.integration
 def test_a_fine_tuned_model_is_measured_beside_the_model_it_started_from(fine_tuned, labelled_corpus, tmp_path):
     start, tuned = fine_tuned
-    params = replace(MICRO_EVALUATION, continuation_seconds=0.0)
-    metrics = evaluate(tuned, labelled_corpus, tmp_path / "evaluation", params).metrics
+    metrics = evaluate(tuned, labelled_corpus, tmp_path / "evaluation", MICRO_EVALUATION).metrics
     assert metrics["start"]["directory"] == str(start)
     assert set(metrics["fad"]["mel"]) == {"model", "start", "untrained", "codec", "real"}
+    # The start continues the real openings in the untrained model's place: it is the baseline here.
+    continued = metrics["adherence"]["continued_tempo_match"]
+    assert math.isnan(continued["untrained"]) and not math.isnan(continued["start"])
     # The same weights from the same seed: the same audio, so no gain and no regression.
     assert metrics["fad"]["mel"]["start"] == pytest.approx(metrics["fad"]["mel"]["model"])
     measured = [gain["gain"] for gain in metrics["gain_over_start"].values() if gain["prompts"]]

@@ -97,6 +97,25 @@ def test_genre_in_top_tags(tagger: MusicnnTagger, reference: dict[str, np.ndarra
         tagger.genre_tag("polka")
 
 
+def test_a_clip_goes_through_the_network_once(clips: list[np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    tagger = MusicnnTagger()
+    runs = []
+    run = tagger._run
+    monkeypatch.setattr(tagger, "_run", lambda audio, rate: runs.append(rate) or run(audio, rate))
+    embeddings = tagger.embeddings(clips[0], SAMPLE_RATE)  # FAD embeds it ...
+    tags = tagger.tags(clips[0].copy(), SAMPLE_RATE)  # ... and the tag KL reads it: one pass
+    assert len(runs) == 1 and not embeddings.flags.writeable
+    np.testing.assert_array_equal(tags, tagger.taggram(clips[0], SAMPLE_RATE).mean(axis=0))
+    tagger.tags(clips[1], SAMPLE_RATE)  # another clip, and the same clip at another rate, are new work
+    tagger.tags(clips[0], 32_000)
+    assert len(runs) == 3
+
+
+def test_which_genres_the_tagger_has_tags_for(tagger: MusicnnTagger) -> None:
+    assert tagger.has_tag_for("rock") and tagger.has_tag_for("hip hop")
+    assert not tagger.has_tag_for("reggae") and not tagger.has_tag_for("polka")
+
+
 def test_tag_names_and_genre_table() -> None:
     msd = tag_names("MSD_musicnn")
     assert len(msd) == 50 and msd[:3] == ("rock", "pop", "alternative") and "Hip-Hop" in msd

@@ -47,6 +47,7 @@ MICRO_PARAMS = {
     "evaluate": {
         "max_prompts": 1,
         "duration": 1.0,
+        "embedders": ["mel", "encodec"],  # musicnn hears 3 s patches
         "continuation_seconds": 0.5,
         "reference_clips": 4,
         "report_samples": 1,
