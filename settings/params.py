@@ -292,8 +292,11 @@ class ExportParams:
     int8_tolerance: float = 0.15
     parity_prompts: int = 3  # real prompts of different lengths, plus one empty (unconditional) prompt
     parity_steps: int = 8  # cached decoder steps checked after the prefill
+    workers: int = 2  # processes exporting graphs side by side (each holds a copy of the model); 1: this one
 
     def check(self) -> None:
+        if self.workers < 1:
+            raise ParamsError(f"export.workers must be at least 1, got {self.workers}")
         if self.opset < 18:
             raise ParamsError(f"export.opset must be at least 18, got {self.opset}")
         if not 0 < self.tolerance <= self.int8_tolerance:

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import typer
 
 from components.export.errors import ExportError, ParityError
-from components.export.graphs import graph_specs
 from components.export.int8 import write_int8
-from components.export.parity import CACHED_STEPS, PROMPTS, GraphParity, _require, check_graph, parity_inputs
+from components.export.parallel import export_graphs, specs_of
+from components.export.parity import CACHED_STEPS, GraphParity, _require, check_graph, parity_inputs
 from components.export.writing import _copy_model_files, export_graph
 from model.atomic_io import atomic_directory
 from model.beat_grid import ONNX_INPUT as BEAT_GRID_INPUT
@@ -99,13 +99,13 @@ def export(model_dir: Path, out_dir: Path, params: ExportParams) -> ExportReport
         "no codec encoder graph (Optimum has none, and torch.export cannot trace EnCodec's length-dependent "
         "strided padding): continuing an audio prompt needs the torch backend"
     )
-    example = processor.tokenizer(PROMPTS[:2], padding=True, return_tensors="pt", return_token_type_ids=False)
-    # padded: with an all-ones example mask the exporter could drop the mask input
-    specs = graph_specs(model, example["input_ids"], example["attention_mask"])
+    specs = specs_of(model, processor)
     with atomic_directory(out_dir) as staging:
+        if params.workers > 1:
+            export_graphs(model_dir, list(specs), staging, params.opset, params.workers)
         for graph, spec in specs.items():
-            export_graph(graph, spec, staging / f"{graph}.onnx", params.opset)
-            # checked at once: a failing graph stops the export before the later (slower) ones
+            if params.workers == 1:  # in this process, checked at once: a failure stops the later graphs
+                export_graph(graph, spec, staging / f"{graph}.onnx", params.opset)
             runner = OrtRunner(staging, graphs=(DECODER, graph) if graph in CACHED_STEPS else (graph,))
             report.parity[graph] = check_graph(runner, graph, data, layers, params.tolerance)
             _require(graph, report.parity[graph], "fp32")

@@ -166,7 +166,7 @@ def test_a_parity_breach_names_the_graph_and_publishes_nothing(micro_dir, tmp_pa
     out = tmp_path / "onnx"
     # fp32 measures ~5e-7 on the text encoder: a bound far below it must fail there, first
     with pytest.raises(ParityError, match=r"text_encoder \(fp32\).*nothing was published"):
-        export(micro_dir, out, ExportParams(tolerance=1e-12, int8=False))
+        export(micro_dir, out, ExportParams(tolerance=1e-12, int8=False, workers=1))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -182,7 +182,7 @@ def test_a_decoder_that_differs_from_torch_fails_at_decoder_model(micro_dir, tmp
     monkeypatch.setattr(graphs.DecoderGraph, "forward", perturbed)
     out = tmp_path / "onnx"
     with pytest.raises(ParityError, match=r"decoder_model \(fp32\).*0\.01"):
-        export(micro_dir, out, ExportParams(int8=False))
+        export(micro_dir, out, ExportParams(int8=False, workers=1))  # in-process: the patched forward is exported
     assert list(tmp_path.iterdir()) == []
 
 
