@@ -102,7 +102,7 @@ def export(model_dir: Path, out_dir: Path, params: ExportParams) -> ExportReport
     specs = specs_of(model, processor)
     with atomic_directory(out_dir) as staging:
         if params.workers > 1:
-            export_graphs(model_dir, list(specs), staging, params.opset, params.workers)
+            export_graphs(specs, model_dir, staging, params.opset, params.workers)
         for graph, spec in specs.items():
             if params.workers == 1:  # in this process, checked at once: a failure stops the later graphs
                 export_graph(graph, spec, staging / f"{graph}.onnx", params.opset)

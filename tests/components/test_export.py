@@ -16,6 +16,9 @@ import torch
 from typer.testing import CliRunner
 
 from components.export import ExportReport, ParityError, app, export, graphs
+from components.export.errors import ExportError
+from components.export.parallel import export_graphs, specs_of
+from model.checkpoint import load_model
 from model.errors import ModelInputError
 from model.onnx_backend import EXPORTED_GRAPHS
 from settings.params import ExportParams, ParamsError
@@ -184,6 +187,16 @@ def test_a_decoder_that_differs_from_torch_fails_at_decoder_model(micro_dir, tmp
     with pytest.raises(ParityError, match=r"decoder_model \(fp32\).*0\.01"):
         export(micro_dir, out, ExportParams(int8=False, workers=1))  # in-process: the patched forward is exported
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_export_worker_is_named_and_its_siblings_graphs_still_written(micro_dir, tmp_path):
+    model, processor, _ = load_model(micro_dir)
+    every = specs_of(model, processor)
+    specs = {name: every[name] for name in ("text_encoder", "encodec_decode")}
+    # The worker takes text_encoder but reads its model from a folder that has none; this process writes the codec.
+    with pytest.raises(ExportError, match=f"ModelInputError.*{tmp_path / 'missing'}"):
+        export_graphs(specs, tmp_path / "missing", tmp_path, 20, workers=2)
+    assert [path.name for path in tmp_path.glob("*.onnx")] == ["encodec_decode.onnx"]
 
 
 def test_params_are_checked():
