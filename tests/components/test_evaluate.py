@@ -26,9 +26,7 @@ from settings.params import EvaluateParams, ParamsError
 from tests.support.micro_pipeline import MICRO_DATA
 
 
-def crafted(
-    fad_model=1.0, fad_untrained=2.0, tempo=0.5, key=0.3, accuracy=0.4, settings="s1", spread=0.0
-) -> dict:
+def crafted(fad_model=1.0, fad_untrained=2.0, tempo=0.5, key=0.3, accuracy=0.4, settings="s1", spread=0.0) -> dict:
     """Metrics as the evaluation writes them; each bound `spread` away from its estimate."""
     three = lambda value: {"model": value, "untrained": 0.0, "real": 1.0}  # noqa: E731
     adherence = {"tempo_match": tempo, "key_score": key, "label_accuracy": accuracy}
