@@ -29,7 +29,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,17 +41,16 @@ from components.evaluation.adherence import ADHERENCE, ESTIMATORS, adherence, co
 from components.evaluation.bounds import adherence_bounds, fad_bounds
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
 from components.evaluation.datasets import CORPUS, dataset_of, held_out_splits
-from components.evaluation.gate import DECISION_FILE, METRICS_FILE, Decision, GateError, decide
+from components.evaluation.gate import Decision, GateError, decide
 from components.evaluation.music_models import clip_tags, tag_adherence, tagger_for
-from components.evaluation.outliers import FAD_CONTRIBUTION, fad_contributions, worst_prompts
-from components.evaluation.report import audio_uri, render_report, spectrogram_uri, summary_chart_uri
+from components.evaluation.outliers import fad_contributions
+from components.evaluation.outputs import write_outputs
 from components.evaluation.significance import paired_gain
 from components.training.start import weights_digest
-from model.atomic_io import atomic_directory
-from model.audio import read_audio, write_audio
+from model.audio import read_audio
 from model.audio_quality import FEATURES, audio_features, snr_db
 from model.errors import ModelInputError
-from model.frechet import frechet_audio_distance, gaussian_stats
+from model.frechet import frechet_audio_distance
 from settings import paths
 from settings.params import EvaluateParams, ParamsError, load_section
 
@@ -284,7 +282,7 @@ def evaluate(
     metrics["new_data"] = {name: values | {"prompts": len(splits[name])} for name, values in new_data.items()}
     del metrics["new_data"][CORPUS]
     decision = decide(metrics, params, params.promoted)
-    _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders, systems)
+    write_outputs(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders, systems)
     return Evaluation(metrics, decision, out_dir)
 
 
@@ -386,72 +384,6 @@ def _gains(
         )
         for name in names
         if any(name in row for row in rows)
-    }
-
-
-def _write(out_dir, metrics, decision, rows, audio, frames, tests, generator, params, embedders, systems) -> None:
-    import pandas as pd
-
-    rate = generator.sample_rate
-    with atomic_directory(out_dir) as staging:
-        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-        (staging / DECISION_FILE).write_text(json.dumps(decision.to_json(), indent=2) + "\n")
-        table = pd.DataFrame(rows)
-        table.to_csv(staging / "per_prompt.csv", index=False)
-        (staging / "samples").mkdir()
-        for clip, samples in zip(tests, audio["model"], strict=True):
-            write_audio(staging / "samples" / f"{clip.id}.wav", samples, rate)
-        # What monitoring compares served traffic with: features of the generated audio per prompt, and
-        # each embedder's statistics of generated and real held-out audio.
-        reference = staging / "reference"
-        reference.mkdir()
-        table[table["system"] == "model"].to_csv(reference / "features.csv", index=False)
-        for name, per_system in frames.items():
-            for system in ("model", "real"):
-                gaussian_stats(np.concatenate(per_system[system])).save(reference / f"{name}_{system}.npz")
-        context = _report_context(metrics, decision, rows, audio, tests, generator, params, embedders, systems)
-        render_report(staging / "report.html", context)
-
-
-def _report_context(metrics, decision, rows, audio, tests, generator, params, embedders, systems) -> dict[str, Any]:
-    rate = generator.sample_rate
-    shown = tests[: params.report_samples]
-    samples = [
-        {
-            "id": clip.id,
-            "caption": clip.caption,
-            "systems": {
-                system: {
-                    "audio": audio_uri(audio[system][i], rate),
-                    "spectrogram": spectrogram_uri(audio[system][i], rate),
-                }
-                for system in systems
-            },
-        }
-        for i, clip in enumerate(tqdm(shown, desc="report", unit="prompt"))
-    ]
-    index = {clip.id: i for i, clip in enumerate(tests)}
-    outliers = {
-        name: {
-            "label": FAD_CONTRIBUTION[0] if name == "fad_contribution" else ADHERENCE[name][0],
-            "prompts": [prompt | {"audio": audio_uri(audio["model"][index[prompt["id"]]], rate)} for prompt in worst],
-        }
-        for name, worst in worst_prompts(rows).items()
-    }
-    return {
-        "metrics": metrics,
-        "decision": decision.to_json(),
-        "outliers": outliers,
-        "card": asdict(generator.card),
-        "embedders": {name: embedder.description for name, embedder in embedders.items()},
-        "adherence_info": ADHERENCE,
-        "features": {name: asdict(info) for name, info in FEATURES.items()},
-        "rows": rows,
-        "samples": samples,
-        "summary_chart": summary_chart_uri(metrics),
-        "systems": systems,
-        "params": asdict(params),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
