@@ -12,6 +12,10 @@ POST /v1/generate calls of `--short` seconds each, `--clients` at a time, give r
 decode), through this front and through a second one started with `--no-join`, side by side: what
 letting requests join a running batch buys a late arrival's first chunk.
 
+`--seeded` gives every request its own seed (1, 2, 3, ... across the run), as clients that want reproducible
+clips send: seeded requests share batches as unseeded ones do (docs/serving.md#seeds-and-batching), and this
+measures that they cost the same.
+
 The fronts run as subprocesses (`python -m serving.front`) on 127.0.0.1 with the in-process engine.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import socket
 import statistics
@@ -32,6 +37,12 @@ import websockets
 from settings import paths
 
 PROMPT = "a laid-back jazz tune at 92 BPM with saxophone, walking bass and brushed drums"
+_SEEDS = itertools.count(1)  # --seeded: every request of the run its own seed
+
+
+def request_body(duration: float, seeded: bool) -> dict:
+    """A generation request's JSON body: the prompt, its duration, and with `seeded` a seed no other request has."""
+    return {"prompt": PROMPT, "duration": duration, **({"seed": next(_SEEDS)} if seeded else {})}
 
 
 def free_port() -> int:
@@ -58,11 +69,11 @@ def start_front(model: str, backend: str, port: int, join: bool = True) -> subpr
     raise RuntimeError("the front did not become ready in 120 s")
 
 
-async def one_stream(url: str, duration: float) -> tuple[float, float]:
+async def one_stream(url: str, duration: float, seeded: bool = False) -> tuple[float, float]:
     """(first-chunk latency, real-time factor) of one WebSocket stream, both from the client's clock."""
     async with websockets.connect(url, max_size=None) as socket_:
         started = time.perf_counter()
-        await socket_.send(json.dumps({"type": "generate", "prompt": PROMPT, "duration": duration}))
+        await socket_.send(json.dumps({"type": "generate", **request_body(duration, seeded)}))
         first = None
         samples, sample_rate = 0, None
         async for message in socket_:
@@ -81,15 +92,17 @@ async def one_stream(url: str, duration: float) -> tuple[float, float]:
     return first, samples / sample_rate / elapsed
 
 
-async def later(delay: float, url: str, duration: float) -> tuple[float, float]:
+async def later(delay: float, url: str, duration: float, seeded: bool) -> tuple[float, float]:
     await asyncio.sleep(delay)
-    return await one_stream(url, duration)
+    return await one_stream(url, duration, seeded)
 
 
-async def stream_round(base: str, concurrency: int, duration: float, stagger: float = 0.0) -> list[tuple[float, float]]:
+async def stream_round(
+    base: str, concurrency: int, duration: float, stagger: float = 0.0, seeded: bool = False
+) -> list[tuple[float, float]]:
     """(first-chunk latency, real-time factor) of `concurrency` streams started `stagger` s apart."""
     url = f"{base}/v1/stream"
-    return list(await asyncio.gather(*(later(i * stagger, url, duration) for i in range(concurrency))))
+    return list(await asyncio.gather(*(later(i * stagger, url, duration, seeded) for i in range(concurrency))))
 
 
 def summary(results: list[tuple[float, float]]) -> str:
@@ -103,7 +116,7 @@ def summary(results: list[tuple[float, float]]) -> str:
     )
 
 
-async def short_requests(base: str, requests: int, clients: int, duration: float) -> float:
+async def short_requests(base: str, requests: int, clients: int, duration: float, seeded: bool = False) -> float:
     """Requests per second for `requests` POST /v1/generate calls, `clients` in flight at a time."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(requests):
@@ -112,7 +125,7 @@ async def short_requests(base: str, requests: int, clients: int, duration: float
     async def client(http: httpx.AsyncClient) -> None:
         while not queue.empty():
             await queue.get()
-            response = await http.post(f"{base}/v1/generate", json={"prompt": PROMPT, "duration": duration})
+            response = await http.post(f"{base}/v1/generate", json=request_body(duration, seeded))
             response.raise_for_status()
 
     started = time.perf_counter()
@@ -133,6 +146,7 @@ def main() -> None:
     parser.add_argument("--short", type=float, default=1.0, help="seconds of audio per non-streamed request")
     parser.add_argument("--staggered", type=int, default=0, help="streams arriving one by one (0: skip)")
     parser.add_argument("--stagger-s", type=float, default=0.5, help="seconds between staggered arrivals")
+    parser.add_argument("--seeded", action="store_true", help="every request its own seed (default: none)")
     args = parser.parse_args()
     model = args.model
 
@@ -141,15 +155,18 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(one_stream(f"ws://127.0.0.1:{port}/v1/stream", 1.0))  # warm-up
-        print(f"model {model} ({args.backend}), {args.duration:g} s per stream, {args.rounds} rounds")
+        seeds = "each request its own seed" if args.seeded else "unseeded"
+        print(f"model {model} ({args.backend}), {args.duration:g} s per stream, {args.rounds} rounds, {seeds}")
         print("| streams | first chunk p50 | first chunk p95 | RTF per stream (min / median) |")
         print("|---|---|---|---|")
         for concurrency in args.concurrency or [1, 4, 8]:
             results = []
             for _ in range(args.rounds):
-                results += asyncio.run(stream_round(f"ws://127.0.0.1:{port}", concurrency, args.duration))
+                results += asyncio.run(
+                    stream_round(f"ws://127.0.0.1:{port}", concurrency, args.duration, seeded=args.seeded)
+                )
             print(f"| {concurrency} | {summary(results)} |")
-        rate = asyncio.run(short_requests(base, args.requests, args.clients, args.short))
+        rate = asyncio.run(short_requests(base, args.requests, args.clients, args.short, args.seeded))
         print(f"non-streamed {args.short:g} s clips, {args.clients} in flight: {rate:.2f} requests/s")
         if args.staggered:
             staggered(args, f"ws://127.0.0.1:{port}")
@@ -168,7 +185,9 @@ def staggered(args: argparse.Namespace, joining_base: str) -> None:
         results: dict[str, list[tuple[float, float]]] = {"yes": [], "no": []}
         for _ in range(args.rounds):  # alternate, so load from elsewhere hits both alike
             for mode, base in bases.items():
-                results[mode] += asyncio.run(stream_round(base, args.staggered, args.duration, args.stagger_s))
+                results[mode] += asyncio.run(
+                    stream_round(base, args.staggered, args.duration, args.stagger_s, args.seeded)
+                )
         print(f"\n{args.staggered} streams arriving {args.stagger_s:g} s apart, {args.rounds} rounds")
         print("| joins running batch | first chunk p50 | p95 | RTF per stream (min / median) |")
         print("|---|---|---|---|")

@@ -7,16 +7,20 @@ every row by one column (model/row_decoder.py lets rows sit at different positio
 next step, leaves the step its last frame is decided or the step its caller removes it, and its audio
 comes out in chunks as `StreamingCodecDecoder` makes them.
 
-Rows share the sampling settings (guidance, temperature, top-k, top-p: `join_key`) and one random
-generator; durations may differ. A request must fit one context window (long-form generation restarts
-windows from a prefix; `fits` says which requests can join). A batch of one row draws exactly what
-`MusicGenerator.generate` draws with the same seed, so a seeded request run alone here is reproducible.
+Rows share the sampling settings (guidance, temperature, top-k, top-p: `join_key`); durations and seeds
+may differ. Each row samples from its own random generator, seeded with its request's seed, so a row draws
+what it would draw alone: a request, whether it starts the batch or joins it mid-way, makes the tokens
+`MusicGenerator.generate([prompt], params)` makes with its seed (up to the ~1e-6 by which batched logits
+differ from a lone row's, which moves a draw only when it lands that close to the edge between two tokens).
+A request must fit one context window (long-form generation restarts windows from a prefix; `fits` says
+which requests can join).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,13 +28,22 @@ import torch
 from model.delay_pattern import valid_positions
 from model.generation_params import GenerationParams
 from model.generator import BaseMusicGenerator
-from model.sampling import classifier_free_guidance, next_tokens
+from model.sampling import classifier_free_guidance, next_tokens, row_generators
 from model.streaming import StreamingCodecDecoder
 
 
 def join_key(params: GenerationParams) -> tuple:
     """Requests with equal keys can share a running batch: everything that sampling reads."""
     return (params.guidance_scale, params.temperature, params.top_k, params.top_p)
+
+
+class RowRequest(NamedTuple):
+    """One request for a row: who gets its audio, its prompt, seconds of audio, and the seed it samples with."""
+
+    handle: Hashable
+    prompt: str
+    duration: float
+    seed: int
 
 
 @dataclass(eq=False)
@@ -43,6 +56,7 @@ class _Row:
     valid: np.ndarray
     codec: StreamingCodecDecoder
     samples_left: int
+    random: torch.Generator  # this row's own: its draws do not depend on the other rows
     column: int = 1  # the next column to decide (column 0 holds the start tokens)
 
 
@@ -56,14 +70,14 @@ class Emitted:
 
 
 class ContinuousBatch:
-    """Rows of one generator that decode together; `add` and `remove` between `step`s."""
+    """Rows of one generator that decode together; `add` and `remove` between `step`s. `params` gives the
+    sampling settings every row shares (its duration and seed are not read: each row brings its own)."""
 
-    def __init__(self, generator: BaseMusicGenerator, params: GenerationParams, seed: int, **chunking: int):
+    def __init__(self, generator: BaseMusicGenerator, params: GenerationParams, **chunking: int):
         self.generator = generator
         self.params = params
         self.window_frames = generator.frames_for(generator.card.context_seconds)
         self.decoder = generator.row_decoder(self.window_frames + generator.num_codebooks)
-        self.random = torch.Generator().manual_seed(seed)
         self.chunking = chunking
         self.guided = params.guidance_scale != 1.0
         self.rows: list[_Row] = []
@@ -82,15 +96,18 @@ class ContinuousBatch:
         return len(self.rows)
 
     @torch.inference_mode()
-    def add(self, requests: list[tuple[Hashable, str, float]]) -> None:
-        """New rows for (handle, prompt, duration) requests; they take their first step with the next `step()`.
+    def add(self, requests: list[RowRequest]) -> None:
+        """New rows for (handle, prompt, duration, seed) requests; they take their first step with the next
+        `step()`.
 
         The prompts are encoded in one call: a text encoder call per request would delay every first chunk."""
         generator = self.generator
-        for _, _, duration in requests:
-            if generator.frames_for(duration) > self.window_frames:
-                raise ValueError(f"{duration} s is longer than one context window; generate it in windows instead")
-        text = generator.encode_text([prompt for _, prompt, _ in requests])
+        for request in requests:
+            if generator.frames_for(request.duration) > self.window_frames:
+                raise ValueError(
+                    f"{request.duration} s is longer than one context window; generate it in windows instead"
+                )
+        text = generator.encode_text([request.prompt for request in requests])
         states, mask = text.rows(self.params.guidance_scale)  # [conditional rows, unconditional rows]
         tempi = text.row_tempi(self.params.guidance_scale)
         if self.guided:  # pair them up: each request's two rows stay adjacent as rows come and go
@@ -99,12 +116,14 @@ class ContinuousBatch:
             tempi = None if tempi is None else tempi[order]
         self.decoder.add(states, mask, tempi)
         special, codebooks = self.decoder.lm.config.vocab_size, generator.num_codebooks
-        for handle, _, duration in requests:
+        randoms = row_generators([request.seed for request in requests])
+        for (handle, _, duration, _), random in zip(requests, randoms, strict=True):
             width = generator.frames_for(duration) + codebooks
             grid = np.full((codebooks, width), special, dtype=np.int64)
             codec = StreamingCodecDecoder(generator.decode_audio, generator.hop_length, **self.chunking)
             samples = round(duration * generator.sample_rate)
-            self.rows.append(_Row(handle, grid, valid_positions(codebooks, width).numpy(), codec, samples))
+            valid = valid_positions(codebooks, width).numpy()
+            self.rows.append(_Row(handle, grid, valid, codec, samples, random))
 
     @torch.inference_mode()
     def remove(self, handle: Hashable) -> None:
@@ -121,7 +140,7 @@ class ContinuousBatch:
         if self.guided:
             logits = classifier_free_guidance(logits[0::2], logits[1::2], self.params.guidance_scale)
         p = self.params
-        tokens = next_tokens(logits, p.temperature, p.top_k, p.top_p, self.random).numpy()
+        tokens = next_tokens(logits, p.temperature, p.top_k, p.top_p, [row.random for row in self.rows]).numpy()
         chunks = self._decode([(row, self._decide(row, tokens[i])) for i, row in enumerate(self.rows)])
         emitted = []
         for row in self.rows:

@@ -1,13 +1,14 @@
 """The token loop of one context window: prefill a prompt, then one step per delayed column.
 
-`sample_window` yields each frame as soon as its last codebook is decided (what streaming needs);
-`beam_window` keeps `num_beams` hypotheses per prompt and returns the best at the end. Both apply
-classifier-free guidance by running the unconditional text as extra rows of the same batch.
+`sample_window` yields each frame as soon as its last codebook is decided (what streaming needs), each
+prompt sampling from its own random generator; `beam_window` keeps `num_beams` hypotheses per prompt and
+returns the best at the end. Both apply classifier-free guidance by running the unconditional text as
+extra rows of the same batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -83,11 +84,12 @@ def sample_window(
     prefix: torch.Tensor,
     new_frames: int,
     params: GenerationParams,
-    generator: torch.Generator | None,
+    generators: Sequence[torch.Generator] | None,
     first_frame: int = 0,
 ) -> Iterator[torch.Tensor]:
     """Yield the window's new frames one at a time, [B, K] each, as soon as each is complete.
-    `first_frame` is where the prefix starts in the whole audio (the beat grid's phase)."""
+    `generators`: one per prompt (None: torch's global one); a prompt's conditional and unconditional rows
+    are one row for sampling. `first_frame` is where the prefix starts in the whole audio (the beat grid's phase)."""
     special = decoder.lm.config.vocab_size
     window = _Window(prefix, new_frames, special)
     batch = prefix.shape[0]
@@ -100,7 +102,7 @@ def sample_window(
         if column > first:
             logits = _feed(decoder, window.grid[:, :, column - 1 : column], params.guidance_scale)
         guided = _guided(logits, batch, params.guidance_scale)
-        tokens = next_tokens(guided, params.temperature, params.top_k, params.top_p, generator)
+        tokens = next_tokens(guided, params.temperature, params.top_k, params.top_p, generators)
         free = window.free(column)
         window.grid[:, free, column] = tokens[:, free]
         frame = column - window.num_codebooks  # the frame whose last codebook sits at this column

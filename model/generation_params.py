@@ -1,10 +1,36 @@
-"""The parameters of one generation request, checked before any work starts."""
+"""The parameters of one generation request, checked before any work starts, and the seeds of its rows.
+
+Every row of a batch samples from its own random generator, seeded with its own seed, so what a row draws does
+not depend on the rows beside it. When one seed covers several prompts (`params.seed` for a batch), row i's
+seed is `row_seeds(seed, n)[i]` = seed + i (modulo 2**63): row 0 draws what the seed draws alone, and row i is
+reproduced alone with seed + i.
+"""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from model.errors import ModelInputError
+
+SEED_LIMIT = 2**63  # seeds are non-negative 64-bit integers (torch takes any of them)
+DRAWN_SEED_LIMIT = 2**31  # a drawn seed fits every client's integer type (JavaScript's included)
+
+
+def draw_seed() -> int:
+    """A seed for a request that gave none, drawn where it is fixed so that it can be reported."""
+    return random.randrange(DRAWN_SEED_LIMIT)
+
+
+def row_seeds(seed: int, rows: int) -> list[int]:
+    """The seeds of `rows` rows that one seed covers: seed, seed + 1, ... (wrapping within the valid range)."""
+    return [(seed + row) % SEED_LIMIT for row in range(rows)]
+
+
+def check_seed(seed: int) -> None:
+    """Raise ModelInputError unless `seed` is a non-negative 64-bit integer."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise ModelInputError(f"seed must be a non-negative 64-bit integer, got {seed}")
 
 
 @dataclass(frozen=True)
@@ -41,5 +67,5 @@ class GenerationParams:
             raise ModelInputError(f"temperature must be between 0 (greedy) and 10, got {self.temperature}")
         if not 1 <= self.num_beams <= 16:
             raise ModelInputError(f"beams must be between 1 and 16, got {self.num_beams}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ModelInputError(f"seed must be a non-negative 64-bit integer, got {self.seed}")
+        if self.seed is not None:
+            check_seed(self.seed)

@@ -8,13 +8,18 @@ windows (audiocraft's `extend_stride`), and streaming audio chunks while tokens 
 The loop lives in `BaseMusicGenerator` and reaches the model only through text encoding, a decoder
 session (start/step/reorder) and codec decoding, so `model.onnx_backend.OnnxMusicGenerator` runs the
 same loop over exported graphs; `model.loader.load_generator(source, backend="torch" | "onnx")` picks one.
+
+Seeds are per row: each prompt samples from its own random generator, so a prompt draws the same tokens
+whatever else is in its batch. `generate(prompts, params)` with one `params.seed` gives prompt i the seed
+seed + i (`model.generation_params.row_seeds`): a single prompt draws exactly what its seed draws, and prompt i
+of a batch is reproduced alone with seed + i. `seeds=[...]` gives each prompt its own (what the serving
+engine does when requests with different seeds share a batch).
 """
 
 from __future__ import annotations
 
 import copy
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,9 +33,10 @@ from model.checkpoint import ModelCard, load_model
 from model.decoder_step import CachedDecoder, DecoderSession
 from model.decoding import Conditioning, beam_window, sample_window
 from model.errors import ModelInputError
-from model.generation_params import GenerationParams
+from model.generation_params import GenerationParams, check_seed, draw_seed, row_seeds
 from model.presets import PRESETS
 from model.row_decoder import RowDecoder
+from model.sampling import row_generators
 from model.streaming import StreamingCodecDecoder
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
@@ -38,12 +44,14 @@ Progress = Callable[[int, int], None]  # (frames done, frames in all)
 
 @dataclass
 class Generation:
-    """Audio [B, samples] (float32, mono), its codes [B, K, frames], and the seed that made it."""
+    """Audio [B, samples] (float32, mono), its codes [B, K, frames], and the seeds that made it: `seeds[i]` is
+    row i's (the same row generated alone with that seed comes out the same), `seed` is row 0's."""
 
     audio: np.ndarray
     sample_rate: int
     codes: torch.Tensor
     seed: int
+    seeds: list[int]
 
 
 class BaseMusicGenerator:
@@ -100,12 +108,20 @@ class BaseMusicGenerator:
     def frames_for(self, seconds: float) -> int:
         return max(1, int(np.ceil(seconds * self.frame_rate - 1e-6)))
 
-    def _prepare(self, prompts: list[str], params: GenerationParams) -> tuple[int, torch.Generator]:
+    def _prepare(
+        self, prompts: list[str], params: GenerationParams, seeds: Sequence[int] | None
+    ) -> tuple[list[int], list[torch.Generator]]:
+        """Each prompt's seed (`seeds`, else `params.seed` or one drawn, spread over the rows) and generator."""
         if not prompts:
             raise ModelInputError("at least one prompt is needed (an empty string is unconditional)")
         params.check(self.card.max_duration_seconds)
-        seed = params.seed if params.seed is not None else random.randrange(2**31)
-        return seed, torch.Generator().manual_seed(seed)
+        if seeds is None:
+            seeds = row_seeds(params.seed if params.seed is not None else draw_seed(), len(prompts))
+        elif len(seeds) != len(prompts):
+            raise ModelInputError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one per prompt")
+        for seed in seeds:
+            check_seed(seed)
+        return list(seeds), row_generators(seeds)
 
     @torch.inference_mode()
     def iter_frames(
@@ -113,9 +129,10 @@ class BaseMusicGenerator:
         prompts: list[str],
         params: GenerationParams,
         prompt_codes: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> Iterator[torch.Tensor]:
-        """New frames [B, K, n] in order, as soon as they are final, window after window."""
+        """New frames [B, K, n] in order, as soon as they are final, window after window. `generators`: one
+        per prompt, which it samples from (None: torch's global generator)."""
         text = self.encode_text(prompts)
         batch = len(prompts)
         history = prompt_codes if prompt_codes is not None else torch.zeros(batch, self.num_codebooks, 0)
@@ -137,7 +154,7 @@ class BaseMusicGenerator:
                 produced = [frames]
             else:
                 produced = []
-                for frame in sample_window(self.decoder, text, prefix, count, params, generator, first_frame):
+                for frame in sample_window(self.decoder, text, prefix, count, params, generators, first_frame):
                     produced.append(frame[:, :, None])
                     yield produced[-1]
             history = torch.cat([history, *produced], dim=2)
@@ -150,15 +167,17 @@ class BaseMusicGenerator:
         params: GenerationParams,
         audio_prompt: np.ndarray | None = None,
         progress: Progress | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> Generation:
         """Generate `params.duration` seconds per prompt; with `audio_prompt` [B, samples], continue it
-        (the result then starts with the prompt audio, re-encoded)."""
-        seed, generator = self._prepare(prompts, params)
+        (the result then starts with the prompt audio, re-encoded). `seeds`, one per prompt, replace
+        `params.seed` (module docstring)."""
+        seeds, generators = self._prepare(prompts, params, seeds)
         prompt_codes = None if audio_prompt is None else self.encode_audio(audio_prompt)
         total = self.frames_for(params.duration)
         pieces = [] if prompt_codes is None else [prompt_codes.long()]
         done = 0
-        for frames in self.iter_frames(prompts, params, prompt_codes, generator):
+        for frames in self.iter_frames(prompts, params, prompt_codes, generators):
             pieces.append(frames)
             done += frames.shape[2]
             if progress:
@@ -168,26 +187,28 @@ class BaseMusicGenerator:
         if audio_prompt is not None:
             samples += audio_prompt.shape[-1]
         audio = self.decode_audio(codes)[:, :samples]
-        return Generation(audio=audio, sample_rate=self.sample_rate, codes=codes, seed=seed)
+        return Generation(audio=audio, sample_rate=self.sample_rate, codes=codes, seed=seeds[0], seeds=seeds)
 
     def stream(
         self,
         prompts: list[str],
         params: GenerationParams,
         progress: Progress | None = None,
+        seeds: Sequence[int] | None = None,
         **chunking: int,
     ) -> Iterator[np.ndarray]:
         """Audio chunks [B, samples] while generation runs; `chunking` goes to StreamingCodecDecoder.
 
-        The seed is fixed before the first chunk: read it from `params.seed` (None draws one at random).
+        The seeds are fixed before the first chunk: give them (`seeds`, one per prompt, or `params.seed`, spread
+        over the prompts as `generate` does) to know them; None draws one at random.
         """
         if params.num_beams > 1:
             raise ModelInputError("streaming needs num_beams=1: beams reorder frames until the end")
-        _, generator = self._prepare(prompts, params)
+        _, generators = self._prepare(prompts, params, seeds)
         decoder = StreamingCodecDecoder(self.decode_audio, self.hop_length, **chunking)
         samples = round(params.duration * self.sample_rate)
         total, done, sent = self.frames_for(params.duration), 0, 0
-        for frames in self.iter_frames(prompts, params, None, generator):
+        for frames in self.iter_frames(prompts, params, None, generators):
             done += frames.shape[2]
             if progress:
                 progress(done, total)

@@ -4,7 +4,9 @@ The export (`components/export/`) writes Hugging Face Optimum's MusicGen layout;
 runtime. Everything here talks to the graphs through a `GraphRunner`, a single call
 `run(graph, inputs) -> outputs` on numpy arrays, so one decoding loop (model/decoding.py, driven by
 `BaseMusicGenerator`) serves every transport: `OrtRunner` runs the graphs in-process with ONNX Runtime,
-and a Triton runner (BLS or tritonclient) only has to implement the same call.
+and a Triton runner (BLS or tritonclient) only has to implement the same call. Sampling is that loop's too
+(model/sampling.py: each prompt draws from its own random generator), so a prompt with a seed draws the same
+tokens alone as in any batch, and here as on torch (tests/model/test_onnx_backend.py says how exactly).
 
 Graphs (file stem -> inputs -> outputs; `B` rows, `K` codebooks, `S` text tokens, `L` decoder layers):
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from model.generation_params import GenerationParams
+from model.generation_params import GenerationParams, draw_seed
 from monitoring.cli import app as monitor_app
 from musicops.base_cli import app as base_app
 from musicops.data_cli import app as data_app
@@ -114,9 +114,7 @@ def _generate(prompt, out, model_source, params, stream, continue_from, normaliz
     generator = MusicGenerator.load(model_source, dtype=torch.bfloat16 if bf16 else torch.float32)
     params.check(generator.card.max_duration_seconds)
     if params.seed is None:  # fix it now so it can be printed and the run repeated
-        import random
-
-        params = GenerationParams(**{**params.__dict__, "seed": random.randrange(2**31)})
+        params = GenerationParams(**{**params.__dict__, "seed": draw_seed()})
     bar = tqdm(total=generator.frames_for(params.duration), unit="frame", desc="generating", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:

@@ -5,8 +5,10 @@ One worker thread owns the model (generation is CPU- or GPU-bound and the model 
 asyncio code submits requests and reads chunks. The worker takes the oldest request, waits up to
 `batch_window_s` for others it can share a batch with, and generates them as one batch, handing each
 row's chunks to its stream as they are decoded. Requests share a batch when their sampling settings
-are equal and none fixes a seed: rows of one batch draw from one random generator, so a seeded request
-runs alone and stays reproducible whatever else is queued.
+(guidance, temperature, top-k, top-p) are equal, whatever their seeds: every row samples from its own random
+generator, seeded with its request's seed (one drawn here when the request gave none, reported in
+`StreamStats.seed`), so a request makes the same audio in any batch as alone, and any stream is reproduced
+by sending its reported seed. Beam search runs alone.
 
 On the torch backend a batch is continuous (model/continuous_batch.py): a compatible request that
 arrives while it decodes joins it at the next decoding step, whatever its duration, and every row
@@ -25,13 +27,13 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from model.continuous_batch import ContinuousBatch, join_key
-from model.generation_params import GenerationParams
+from model.continuous_batch import ContinuousBatch, RowRequest, join_key
+from model.generation_params import GenerationParams, draw_seed
 from model.generator import BaseMusicGenerator
 
 
@@ -47,7 +49,7 @@ class EngineStopped(RuntimeError):
 class StreamStats:
     """What one request cost: measured on the worker, reported at the end of a stream."""
 
-    seed: int | None = None
+    seed: int | None = None  # what its row sampled with (given or drawn): the request with it makes the same audio
     batch_size: int = 0  # requests in its batch when it started (a joiner counts those already decoding)
     queued_s: float = 0.0  # submit to the start of its batch
     first_chunk_s: float | None = None  # submit to its first audio chunk
@@ -103,10 +105,11 @@ class AudioStream:
 
 
 def batch_key(params: GenerationParams, join: bool = False) -> tuple | None:
-    """Requests with equal keys can share a batch; None: this one runs alone (it fixes a seed, or beams).
+    """Requests with equal keys can share a batch; None: this one runs alone (beam search). Seeds may differ:
+    each row samples with its own.
 
     With `join` (a continuous batch) durations may differ: each row leaves when its own audio is done."""
-    if params.seed is not None or params.num_beams > 1:
+    if params.num_beams > 1:
         return None
     return join_key(params) if join else (params.duration, *join_key(params))
 
@@ -237,15 +240,17 @@ class GenerationEngine:
                 self._run(live)
 
     @staticmethod
-    def _seeded(params: GenerationParams) -> GenerationParams:
-        if params.seed is None:  # one seed for the batch, drawn here so every stream can report it
-            params = replace(params, seed=int(np.random.default_rng().integers(2**31)))
-        return params
-
-    @staticmethod
-    def _started(stream: AudioStream, seed: int, batch_size: int) -> None:
+    def _started(stream: AudioStream, batch_size: int) -> int:
+        """Record that a stream starts in a batch of `batch_size`; returns its seed (drawn now if it gave none,
+        so that the stream can report it)."""
+        seed = stream.params.seed if stream.params.seed is not None else draw_seed()
         stream.stats.seed, stream.stats.batch_size = seed, batch_size
         stream.stats.queued_s = time.perf_counter() - stream.submitted
+        return seed
+
+    def _rows(self, streams: list[AudioStream], batch_size: int) -> list[RowRequest]:
+        """Start `streams` in a batch of `batch_size`: their continuous batch rows."""
+        return [RowRequest(s, s.prompt, s.params.duration, self._started(s, batch_size)) for s in streams]
 
     def _deliver(self, stream: AudioStream, chunk: np.ndarray) -> None:
         now = time.perf_counter()
@@ -256,15 +261,13 @@ class GenerationEngine:
         stream._put(chunk.astype(np.float32, copy=False))
 
     def _run_continuous(self, batch: list[AudioStream]) -> None:
-        params = self._seeded(batch[0].params)
-        key = self._key(batch[0].params)  # None for a seeded request: nobody joins it
-        rows = ContinuousBatch(self.generator, params, params.seed, **self.chunking)
+        key = self._key(batch[0].params)
+        rows = ContinuousBatch(self.generator, batch[0].params, **self.chunking)
         members = list(batch)  # taken into this batch and not ended yet
-        for stream in batch:
-            self._started(stream, params.seed, len(batch))
+        requests = self._rows(batch, len(batch))
         ending: object = _END  # what members still open at the end get: stopping ends them, an error fails them
         try:
-            rows.add([(stream, stream.prompt, stream.params.duration) for stream in batch])
+            rows.add(requests)
             while len(rows) and not self.stopping:
                 self.active = len(rows)
                 ended = []
@@ -280,8 +283,7 @@ class GenerationEngine:
                 for stream in ended:
                     members.remove(stream)
                     stream._put(_END)
-                if key is not None:
-                    self._admit(rows, key, params.seed, members)
+                self._admit(rows, key, members)
         except Exception as error:  # handed to every waiting client; the worker lives on
             ending = error
         finally:
@@ -289,7 +291,7 @@ class GenerationEngine:
         for stream in members:
             stream._put(ending)
 
-    def _admit(self, rows: ContinuousBatch, key: tuple, seed: int, members: list[AudioStream]) -> None:
+    def _admit(self, rows: ContinuousBatch, key: tuple | None, members: list[AudioStream]) -> None:
         """Between two decoding steps: compatible requests join (added to `members`), oldest first, up to
         max_batch.
 
@@ -313,19 +315,17 @@ class GenerationEngine:
                 continue
             joining.append(stream)
         if joining:
-            for stream in joining:
-                self._started(stream, seed, len(rows) + len(joining))
+            requests = self._rows(joining, len(rows) + len(joining))
             members += joining
-            rows.add([(stream, stream.prompt, stream.params.duration) for stream in joining])
+            rows.add(requests)
             self.joined += len(joining)
 
     def _run(self, batch: list[AudioStream]) -> None:
-        params = self._seeded(batch[0].params)
         self.active = len(batch)
-        for stream in batch:
-            self._started(stream, params.seed, len(batch))
+        seeds = [self._started(stream, len(batch)) for stream in batch]
         try:
-            for chunk in self.generator.stream([s.prompt for s in batch], params, **self.chunking):
+            prompts = [s.prompt for s in batch]
+            for chunk in self.generator.stream(prompts, batch[0].params, seeds=seeds, **self.chunking):
                 for row, stream in enumerate(batch):
                     if not stream.cancelled:
                         self._deliver(stream, chunk[row])

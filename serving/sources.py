@@ -16,7 +16,6 @@ the graphs (torch or onnx), and LocalSource's `backend` argument still means exa
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,13 +26,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from model.errors import ModelInputError
-from model.generation_params import GenerationParams
+from model.generation_params import GenerationParams, draw_seed
 from model.generator import BaseMusicGenerator
 from model.loader import load_generator
 from serving.engine import GenerationEngine, StreamStats
 from serving.reload import ModelReloader, ModelVersion, ReloadRefused, fingerprint
-
-SEED_LIMIT = 2**31  # a seed drawn here fits every client's integer type (JavaScript's included)
 
 
 class SourceError(RuntimeError):
@@ -252,7 +249,7 @@ class RemoteSource:
     async def stream(self, prompt: str, params: GenerationParams) -> GenerationStream:
         if self._max_duration is not None:
             params.check(self._max_duration)
-        seed = params.seed if params.seed is not None else random.randrange(SEED_LIMIT)
+        seed = params.seed if params.seed is not None else draw_seed()
         request = asyncio.create_task(self._infer(prompt, replace(params, seed=seed)))
         chunk = max(1, round(self.chunk_seconds * self.sample_rate))
         return RemoteStream(request, self.sample_rate, seed, chunk)

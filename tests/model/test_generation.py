@@ -1,4 +1,4 @@
-"""Generation: seeds, guidance, greedy parity with transformers, padding, unconditional, beams."""
+"""Generation: seeds (one per row), guidance, greedy parity with transformers, padding, unconditional, beams."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import GenerationParams
+from model import GenerationParams, ModelInputError
 from model.decoding import _joint_top, beam_window
 from model.delay_pattern import build_delay_pattern, valid_positions
 
@@ -23,6 +23,30 @@ def test_same_seed_same_audio_other_seed_other_audio(micro):
     assert np.array_equal(first.audio, again.audio)
     assert first.seed == 11
     assert not torch.equal(first.codes, other.codes)
+
+
+def test_row_i_of_a_seeded_batch_is_its_prompt_alone_with_seed_plus_i(micro):
+    prompts = ["rock with guitars", "a much longer prompt about a slow folk ballad with fiddle", ""]
+    batch = micro.generate(prompts, GenerationParams(duration=0.5, seed=11))
+    assert batch.seed == 11 and batch.seeds == [11, 12, 13]
+    for row, prompt in enumerate(prompts):
+        alone = micro.generate([prompt], GenerationParams(duration=0.5, seed=11 + row))
+        assert torch.equal(batch.codes[row], alone.codes[0]), prompt
+    # The top seed's next row wraps to 0 rather than leaving the range a request may ask for.
+    assert micro.generate(["a", "b"], GenerationParams(duration=0.1, seed=2**63 - 1)).seeds == [2**63 - 1, 0]
+
+
+def test_prompts_with_their_own_seeds_draw_them_in_any_company(micro):
+    params = GenerationParams(duration=0.5)
+    mixed = micro.generate(["jazz", "calm piano at 80 BPM", "jazz"], params, seeds=[5, 3, 6])
+    assert mixed.seeds == [5, 3, 6]
+    assert not torch.equal(mixed.codes[0], mixed.codes[2])  # one prompt, two seeds: two clips
+    for row, (prompt, seed) in enumerate([("jazz", 5), ("calm piano at 80 BPM", 3), ("jazz", 6)]):
+        assert torch.equal(mixed.codes[row], micro.generate([prompt], params, seeds=[seed]).codes[0])
+    with pytest.raises(ModelInputError, match="2 seeds for 3 prompts"):
+        micro.generate(["a", "b", "c"], params, seeds=[1, 2])
+    with pytest.raises(ModelInputError, match="seed must be a non-negative"):
+        micro.generate(["a"], params, seeds=[-1])
 
 
 def test_output_has_the_requested_length_and_rate(micro):

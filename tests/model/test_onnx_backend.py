@@ -55,6 +55,18 @@ def test_same_tokens_and_audio_as_torch(micro, onnx_gen, params):
     assert np.max(np.abs(ours.audio - theirs.audio)) <= 1e-5
 
 
+def test_each_prompt_of_a_batch_draws_with_its_own_seed(onnx_gen):
+    # What a row draws comes from its seed alone: row i of a seeded batch is its prompt alone with seed + i,
+    # and a prompt keeps its tokens beside another seed of itself, which draws others.
+    params = GenerationParams(duration=0.5)
+    batch = onnx_gen.generate(PROMPTS, GenerationParams(duration=0.5, seed=7))
+    assert batch.seeds == [7, 8, 9]
+    for row, prompt in enumerate(PROMPTS):
+        assert torch.equal(batch.codes[row], onnx_gen.generate([prompt], params, seeds=[7 + row]).codes[0]), prompt
+    twins = onnx_gen.generate([PROMPTS[1], PROMPTS[0], PROMPTS[1]], params, seeds=[8, 3, 4])
+    assert torch.equal(twins.codes[0], batch.codes[1]) and not torch.equal(twins.codes[0], twins.codes[2])
+
+
 def test_text_states_and_first_logits_match_torch(micro, onnx_gen):
     # the backends hold the text differently (torch: projected; ONNX: raw, the graph projects it), so
     # compare what the decoder makes of it

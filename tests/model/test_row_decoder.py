@@ -1,11 +1,11 @@
 """Continuous batching's decoding: rows that join a running batch later, or leave it early, get the
-logits and audio they would get decoded alone."""
+logits, and with their own seeds the tokens and audio, they would get decoded alone."""
 
 import numpy as np
 import pytest
 import torch
 
-from model.continuous_batch import ContinuousBatch
+from model.continuous_batch import ContinuousBatch, RowRequest
 from model.decoder_step import CachedDecoder
 from model.generation_params import GenerationParams
 
@@ -72,25 +72,30 @@ def test_a_row_past_its_window_is_refused(micro):
         decoder.step(torch.zeros(1, 4, 1, dtype=torch.long))
 
 
-def _drain(batch: ContinuousBatch, joins: dict[int, tuple] | None = None) -> dict:
+def _drain(batch: ContinuousBatch, joins: dict[str, tuple] | None = None) -> tuple[dict, dict]:
+    """Step `batch` until every row is done, adding each (step, prompt, duration, seed) of `joins` at its step.
+    Returns each row's audio, and the codes [K, frames] of the rows `joins` added."""
     chunks: dict = {}
+    rows: dict = {}
     step = 0
-    while len(batch) or any(at >= step for at, _, _ in (joins or {}).values()):
-        for handle, (at, prompt, duration) in (joins or {}).items():
+    while len(batch) or any(at >= step for at, *_ in (joins or {}).values()):
+        for handle, (at, prompt, duration, seed) in (joins or {}).items():
             if at == step:
-                batch.add([(handle, prompt, duration)])
+                batch.add([RowRequest(handle, prompt, duration, seed)])
+                rows[handle] = batch.rows[-1]
         for emitted in batch.step():
             if emitted.chunk is not None:
                 chunks.setdefault(emitted.handle, []).append(emitted.chunk)
         step += 1
-    return {handle: np.concatenate(parts) for handle, parts in chunks.items()}
+    codes = {handle: row.codec.frames[0] for handle, row in rows.items()}
+    return {handle: np.concatenate(parts) for handle, parts in chunks.items()}, codes
 
 
 def test_one_row_streams_exactly_what_the_generator_streams(micro):
     params = GenerationParams(duration=0.7, seed=4)
-    batch = ContinuousBatch(micro, params, seed=4, chunk_frames=10, first_chunk_frames=2)
-    batch.add([("a", "soft synth pads", 0.7)])
-    clip = _drain(batch)["a"]
+    batch = ContinuousBatch(micro, params, chunk_frames=10, first_chunk_frames=2)
+    batch.add([RowRequest("a", "soft synth pads", 0.7, 4)])
+    clip = _drain(batch)[0]["a"]
     expected = np.concatenate(
         [c[0] for c in micro.stream(["soft synth pads"], params, chunk_frames=10, first_chunk_frames=2)]
     )
@@ -100,14 +105,36 @@ def test_one_row_streams_exactly_what_the_generator_streams(micro):
 def test_greedy_rows_that_join_late_sound_as_they_would_alone(micro):
     # Greedy decoding draws nothing, so each row's audio must not depend on its company.
     params = GenerationParams(duration=0.8, temperature=0.0)
-    batch = ContinuousBatch(micro, params, seed=0)
-    joins = {"first": (0, "drums and bass", 0.8), "late": (13, "a slow waltz on strings", 0.5), "early": (2, "", 0.3)}
-    clips = _drain(batch, joins)
-    for handle, (_, prompt, duration) in joins.items():
+    batch = ContinuousBatch(micro, params)
+    joins = {
+        "first": (0, "drums and bass", 0.8, 0),
+        "late": (13, "a slow waltz on strings", 0.5, 0),
+        "early": (2, "", 0.3, 0),
+    }
+    clips, _ = _drain(batch, joins)
+    for handle, (_, prompt, duration, _) in joins.items():
         alone = micro.stream([prompt], GenerationParams(duration=duration, temperature=0.0))
         expected = np.concatenate([c[0] for c in alone])
         assert clips[handle].shape == (round(duration * micro.sample_rate),)
         np.testing.assert_allclose(clips[handle], expected, atol=1e-4)
+
+
+def test_sampled_rows_draw_with_their_own_seeds_wherever_they_join(micro):
+    # Sampling with guidance: each row's tokens are what its prompt and seed give alone, whether it started the
+    # batch or joined it mid-way (at step 9, beside rows at other positions); one prompt with two seeds differs.
+    params = GenerationParams(duration=0.8)
+    joins = {
+        "first": (0, "drums and bass", 0.8, 21),
+        "twin": (0, "drums and bass", 0.8, 22),
+        "late": (9, "a slow waltz on strings", 0.5, 23),
+        "later": (15, "", 0.3, 21),
+    }
+    clips, codes = _drain(ContinuousBatch(micro, params), joins)
+    for handle, (_, prompt, duration, seed) in joins.items():
+        alone = micro.generate([prompt], GenerationParams(duration=duration, seed=seed))
+        assert torch.equal(codes[handle], alone.codes[0]), handle
+        assert clips[handle].shape == (round(duration * micro.sample_rate),)
+    assert not torch.equal(codes["first"], codes["twin"])
 
 
 def test_only_requests_within_one_window_fit(micro):
