@@ -29,6 +29,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +46,7 @@ from components.evaluation.gate import Decision, GateError, decide
 from components.evaluation.music_models import clip_tags, tag_adherence, tagger_for
 from components.evaluation.outliers import fad_contributions
 from components.evaluation.outputs import write_outputs
+from components.evaluation.side_by_side import side_by_side
 from components.evaluation.significance import paired_gain
 from components.training.start import weights_digest
 from model.audio import read_audio
@@ -113,7 +115,8 @@ def _continuations(generators: dict[str, Any], audio: dict[str, list], prompts, 
                 f"test clip {clip.id} is {real.size / rate:.1f} s long: too short to continue from its first "
                 f"{params.continuation_seconds} s (lower evaluate.continuation_seconds; 0 turns it off)"
             )
-    continued = {name: _generate(g, prompts, params, name, audio["real"])[0] for name, g in generators.items()}
+    jobs = {name: partial(_generate, g, prompts, params, name, audio["real"]) for name, g in generators.items()}
+    continued = {name: clips for name, (clips, _) in side_by_side(jobs).items()}
     return continued | {system: [clip[cut:] for clip in audio[system]] for system in ("real", "codec")}
 
 
@@ -216,13 +219,14 @@ def evaluate(
         audio["model"], model_seconds = _generate(OnnxMusicGenerator.load(onnx_dir), prompts, params, "model")
     else:
         audio["model"], model_seconds = _generate(generator, prompts, params, "model")
-    untrained = generator.untrained(params.seed)
-    audio["untrained"], _ = _generate(untrained, prompts, params, "untrained")
-    continuing = {"model": generator, "untrained": untrained}  # the generators that continue real openings
+    baselines = {"untrained": generator.untrained(params.seed)}
     if start_dir:
-        # A fine-tuned model's gains are over its start, which continues the openings in the untrained one's place.
-        continuing = {"model": generator, START: MusicGenerator.load(start_dir)}
-        audio[START], _ = _generate(continuing[START], prompts, params, START)
+        baselines[START] = MusicGenerator.load(start_dir)
+    generated = side_by_side({name: partial(_generate, g, prompts, params, name) for name, g in baselines.items()})
+    audio |= {name: clips for name, (clips, _) in generated.items()}
+    # The generators that continue real openings: a fine-tuned model's gains are over its start, which continues
+    # them in the untrained one's place.
+    continuing = {"model": generator, START: baselines[START]} if start_dir else {"model": generator} | baselines
     audio["real"] = [read_audio(prompts_dir / clip.path, rate)[:length] for clip in tests]
     with torch.inference_mode():
         audio["codec"] = [generator.decode_audio(generator.encode_audio(a[None]))[0][:length] for a in audio["real"]]
