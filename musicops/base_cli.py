@@ -24,23 +24,24 @@ MAX_MB = 30.0  # what a model kept in git may weigh
 REBUILD = (
     "dvc exp run -S train.init_from=scratch -S train.adapter=full -S train.steps=1600 -S train.warmup_steps=50"
     " -S train.eval_every=200 -S tokenize.include_augmented=true -S 'data.sources=[]' evaluate"
-    " && musicops base publish artifacts/model"
+    " && musicops evaluate --final && musicops base publish artifacts/model"
 )
-# The evaluation's headline numbers the card shows: (metric, what it is).
+# The evaluation's headline numbers the card shows beside each embedder's FAD: (metric, what it is).
 HEADLINE = {
     "tempo_match": "share of prompts whose tempo the audio follows",
     "key_score": "MIREX key score",
+    "tag_kl": "pretrained musicnn tags, KL(real || generated), lower is better",
     "label_accuracy": "genre classifier's accuracy on the generated audio",
 }
 
 
 def evaluation_table(metrics: dict) -> str:
-    """The evaluation's headline numbers as a markdown table: model beside untrained, with P(no gain)."""
-    embedder = "mel" if "mel" in metrics["fad"] else next(iter(metrics["fad"]))
-    fad = metrics["fad"][embedder]
+    """The evaluation's headline numbers as a markdown table: model beside untrained, with P(no gain). Its title
+    says which split the evaluation read (the test split, or the final split `musicops evaluate --final` reads)."""
     rows = [
         f"| FAD ({embedder}), lower is better | {fad['model']:.2f} | {fad['untrained']:.2f} | "
         f"real floor {fad['real']:.2f} |"
+        for embedder, fad in metrics["fad"].items()
     ]
     for name, what in HEADLINE.items():
         if name in metrics["adherence"]:
@@ -49,14 +50,21 @@ def evaluation_table(metrics: dict) -> str:
                 f"| {name} ({what}) | {values['model']:.2f} | {values['untrained']:.2f} | "
                 f"P(no gain) {gain['p_no_gain']:.3f} |"
             )
-    return (
-        f"Evaluation on {metrics['prompts']} held-out test prompts (`musicops` evaluate stage):\n\n"
-        "| metric | model | untrained | |\n|---|---|---|---|\n" + "\n".join(rows)
-    )
+    from components.evaluate import FINAL_SPLIT
+
+    if metrics.get("split") == FINAL_SPLIT:
+        title = (
+            f"Evaluation on {metrics['prompts']} prompts of the final split (rendered from a seed development never "
+            "reads; `musicops evaluate --final`)"
+        )
+    else:
+        title = f"Evaluation on {metrics['prompts']} held-out test prompts (`musicops` evaluate stage)"
+    return f"{title}:\n\n| metric | model | untrained | |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
-def model_card(directory: Path, source: Path, evaluation: dict | None = None) -> str:
-    """The base model's README.md: what it is, its training data, metrics and evaluation, and how to rebuild it."""
+def model_card(directory: Path, source: Path, evaluation: dict | None = None, final: dict | None = None) -> str:
+    """The base model's README.md: what it is, its training data, metrics, its evaluation on the test split and
+    (`final`) on the final split, and how to rebuild it."""
     from model.checkpoint import ModelCard
 
     card = ModelCard.read(directory)
@@ -80,7 +88,7 @@ published from `{source}` by `musicops base publish`. Weights in float16; the te
 {metrics}
 
 {evaluation_table(evaluation) if evaluation else "Not evaluated when it was published."}
-
+{"" if final is None else chr(10) + evaluation_table(final) + chr(10)}
 Rebuild it from this repository (params.yaml's data section is the base's corpus), in about two hours on 2 CPU cores:
 
     {REBUILD}
@@ -94,6 +102,9 @@ def publish(
     evaluation: Annotated[
         Path, typer.Option(help="MODEL's evaluation (its metrics.json goes into the card, when it is there).")
     ] = paths.EVALUATION,
+    final_evaluation: Annotated[
+        Path, typer.Option(help="MODEL's evaluation on the final split (musicops evaluate --final), if there.")
+    ] = paths.FINAL_EVALUATION,
 ) -> None:
     """Write MODEL to the base model's folder, slim (float16, without the bundled text encoder) with a card."""
     import json
@@ -108,10 +119,12 @@ def publish(
     except ModelInputError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
-    metrics = evaluation / "metrics.json"
-    evaluated = json.loads(metrics.read_text()) if metrics.is_file() else None
+    evaluated, final = (
+        json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None
+        for folder in (evaluation, final_evaluation)
+    )
     with atomic_file(to / "README.md") as handle:
-        handle.write(model_card(to, model, evaluated).encode())
+        handle.write(model_card(to, model, evaluated, final).encode())
     size = sum(p.stat().st_size for p in to.rglob("*") if p.is_file()) / 1e6
     typer.echo(f"published {model} to {to} ({size:.1f} MB)")
     if size > MAX_MB:

@@ -26,7 +26,11 @@ def test_publish_writes_a_slim_base_with_its_card(micro_dir, tmp_path):
     evaluation = tmp_path / "evaluation"
     evaluation.mkdir()
     (evaluation / "metrics.json").write_text(json.dumps(METRICS))
+    final = tmp_path / "evaluation-final"
+    final.mkdir()
+    (final / "metrics.json").write_text(json.dumps(METRICS | {"split": "holdout", "prompts": 12}))
     command = ["base", "publish", str(micro_dir), "--to", str(base), "--evaluation", str(evaluation)]
+    command += ["--final-evaluation", str(final)]
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"published {micro_dir} to {base} (")
@@ -38,6 +42,9 @@ def test_publish_writes_a_slim_base_with_its_card(micro_dir, tmp_path):
     assert "| FAD (mel), lower is better | 30.00 | 50.00 | real floor 5.00 |" in card
     assert "| label_accuracy (genre classifier's accuracy on the generated audio) | 0.40 | 0.10 |" in card
     assert "| 0.40 | 0.10 | P(no gain) 0.001 |" in card
+    # The final split's evaluation follows the test split's, titled as such.
+    test_part, final_part = card.split("Evaluation on 12 prompts of the final split")
+    assert "Evaluation on 24 held-out test prompts" in test_part and "| FAD (mel)" in final_part
     _, _, loaded = load_model(base)
     assert loaded.text_encoder_weights == "minilm" and loaded.data_version == "test"
 
