@@ -38,7 +38,8 @@ import typer
 from tqdm import tqdm
 
 from components.corpus.manifest import Clip, ManifestError, read_manifest
-from components.evaluation.adherence import ADHERENCE, ESTIMATORS, adherence, continuation_adherence
+from components.evaluation.adherence import ADHERENCE, ESTIMATORS
+from components.evaluation.analysis import analyse_clips
 from components.evaluation.bounds import adherence_bounds, fad_bounds
 from components.evaluation.classifier import LabelClassifier, clip_vector, kl_divergence
 from components.evaluation.datasets import CORPUS, dataset_of, held_out_splits
@@ -50,7 +51,7 @@ from components.evaluation.side_by_side import side_by_side
 from components.evaluation.significance import paired_gain
 from components.training.start import weights_digest
 from model.audio import read_audio
-from model.audio_quality import FEATURES, audio_features, snr_db
+from model.audio_quality import FEATURES, snr_db
 from model.errors import ModelInputError
 from model.frechet import frechet_audio_distance
 from settings import paths
@@ -336,15 +337,15 @@ def _per_prompt_rows(
         for system in systems:
             vectors = np.stack([clip_vector(f) for f in frames[params.classifier_embedder][system]])
             probabilities[system] = classifier.probabilities(vectors)
-    rows = []
     work = [(system, i) for system in systems for i in range(len(tests))]
-    for system, i in tqdm(work, desc="analyse", unit="clip"):
-        clip, clip_audio = tests[i], audio[system][i]
-        features = audio_features(clip_audio, rate)
-        row = {"system": system, "id": clip.id, "caption": clip.caption, **_truth(clip.labels)}
-        row |= features | adherence(clip_audio, rate, clip.labels, features["tempo_bpm"])
-        if continued and system in continued:
-            row |= continuation_adherence(continued[system][i], rate, clip.labels)
+    tasks = [
+        (audio[system][i], rate, tests[i].labels, continued[system][i] if continued and system in continued else None)
+        for system, i in work
+    ]
+    rows = []
+    for (system, i), measured in zip(work, analyse_clips(tasks, params.workers), strict=True):
+        clip = tests[i]
+        row = {"system": system, "id": clip.id, "caption": clip.caption, **_truth(clip.labels)} | measured
         if tagged:
             tagger, tags = tagged
             row |= tag_adherence(tagger, tags[system][i], tags["real"][i], clip.labels, system == "real")

@@ -225,6 +225,7 @@ class EvaluateParams:
     temperature: float = GenerationParams.temperature
     top_k: int = GenerationParams.top_k
     batch_size: int = 8
+    workers: int = 2  # processes analysing the clips (features, notes, tempo) side by side; 1: this one
     # Seconds of each real test clip the model continues (0: off); the tempo it keeps after them tells
     # a model that has not learned rhythm from one that does not read the prompt's tempo.
     continuation_seconds: float = 3.0
@@ -246,8 +247,10 @@ class EvaluateParams:
     def check(self) -> None:
         from model.embedders import EMBEDDERS
 
-        if self.max_prompts < 1 or self.batch_size < 1 or self.reference_clips < 2:
-            raise ParamsError("evaluate.max_prompts and evaluate.batch_size must be positive, reference_clips >= 2")
+        if self.max_prompts < 1 or self.batch_size < 1 or self.workers < 1 or self.reference_clips < 2:
+            raise ParamsError(
+                "evaluate.max_prompts, evaluate.batch_size and evaluate.workers must be positive, reference_clips >= 2"
+            )
         if self.duration <= 0:
             raise ParamsError(f"evaluate.duration must be positive, got {self.duration}")
         if not 0 <= self.continuation_seconds < self.duration:
