@@ -85,8 +85,12 @@ def main() -> None:
 
     print(
         f"model {args.model}, {args.duration:g} s per request, guidance {GUIDANCE:g}, top-k {params.top_k}, "
-        f"{torch.get_num_threads()} torch threads, median of {args.repeats}\n"
+        f"{torch.get_num_threads()} torch threads, median of {args.repeats}"
     )
+    for name in ("onnxruntime fp32", "onnxruntime int8"):  # model/thread_calibration.py chose these at load
+        session = next(iter(backends[name].runner.sessions.values()))
+        print(f"{name}: {session.get_session_options().intra_op_num_threads} intra-op threads (calibrated)")
+    print()
     print(
         "| batch | backend | decoder step ms | codec decode s | wall s | RTF per stream | RTF batch "
         "| speed-up vs torch |"

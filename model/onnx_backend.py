@@ -38,7 +38,9 @@ backend; long-form generation and continuation from codes (`iter_frames(prompt_c
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,7 @@ from model.checkpoint import ModelCard
 from model.decoding import Conditioning
 from model.errors import ModelInputError, first_line
 from model.generator import BaseMusicGenerator
+from model.thread_calibration import calibrated_threads
 
 TEXT_ENCODER, DECODER, DECODER_WITH_PAST, CODEC_DECODER = (
     "text_encoder",
@@ -101,6 +104,32 @@ def grown_to_capacity(cache: list[np.ndarray], num_layers: int, capacity: int) -
         grown[j] = np.zeros((*filled.shape[:2], capacity, filled.shape[3]), dtype=np.float32)
         grown[j][:, :, : filled.shape[2]] = filled
     return grown
+
+
+def _cpu_only(providers: Sequence[str] | None) -> bool:
+    import onnxruntime as ort
+
+    chosen = providers if providers is not None else ort.get_available_providers()
+    return "CUDAExecutionProvider" not in chosen
+
+
+def _shape_digest(directory: Path) -> str:
+    """What makes two exports decode at the same speed: the config and the graphs' sizes (INT8 or not)."""
+    digest = hashlib.sha256((directory / "config.json").read_bytes())
+    for graph in sorted(directory.glob("*.onnx")):
+        digest.update(f"{graph.name}:{graph.stat().st_size};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _seconds_per_step(generator: BaseMusicGenerator) -> float:
+    """Wall time per decoding step of a short guided generation at batch 1 (after one to warm up)."""
+    from model.generation_params import GenerationParams
+
+    settings = GenerationParams(duration=min(0.5, 32 / generator.frame_rate), guidance_scale=3.0, seed=0)
+    generator.generate(["calibration"], settings)
+    started = time.perf_counter()
+    generator.generate(["calibration"], settings)
+    return (time.perf_counter() - started) / generator.frames_for(settings.duration)
 
 
 @runtime_checkable
@@ -332,7 +361,8 @@ class OnnxMusicGenerator(BaseMusicGenerator):
         threads: int | None = None,
     ) -> OnnxMusicGenerator:
         """An exported folder (the export stage's output, or its int8/ folder); `runner` defaults to ONNX
-        Runtime over the folder's graphs."""
+        Runtime over the folder's graphs, on `threads` intra-op threads: when None (and on the CPU), the count
+        model/thread_calibration.py measured fastest for this machine and export."""
         directory = Path(directory)
         if not directory.is_dir():
             raise ModelInputError(f"ONNX model directory {directory} does not exist")
@@ -345,8 +375,17 @@ class OnnxMusicGenerator(BaseMusicGenerator):
             reason = first_line(error)
             raise ModelInputError(f"cannot read the config and tokenizer in {directory}: {reason}") from None
         grid_frame_rate = read_onnx_note(directory)
-        runner = runner if runner is not None else OrtRunner(directory, providers=providers, threads=threads)
-        return cls(runner, config, processor, ModelCard.read(directory), grid_frame_rate)
+        card = ModelCard.read(directory)
+        if runner is None:
+            if threads is None and _cpu_only(providers):
+
+                def seconds_per_step(count: int) -> float:
+                    trial = OrtRunner(directory, providers=providers, threads=count)
+                    return _seconds_per_step(cls(trial, config, processor, card, grid_frame_rate))
+
+                threads = calibrated_threads(f"onnx {_shape_digest(directory)}", seconds_per_step)
+            runner = OrtRunner(directory, providers=providers, threads=threads)
+        return cls(runner, config, processor, card, grid_frame_rate)
 
     def encode_text(self, prompts: list[str]) -> Conditioning:
         """Raw (unprojected) text states, zero where masked; an empty prompt is unconditional."""
