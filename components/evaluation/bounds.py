@@ -1,4 +1,4 @@
-"""One-sided 95% bounds over prompts for what the gate reads: each adherence mean, and each embedder's FAD
+"""One-sided 95% bounds over prompts for what the gate reads: each adherence mean, and the gate embedder's FAD
 of each system with the model's FAD as a share of the untrained model's (components/evaluation/significance.py
 says how they are drawn). A threshold holds when its bound clears it, so a model does not pass on a lucky draw
 of 24 prompts.

@@ -255,11 +255,12 @@ def test_evaluation_writes_metrics_decision_report_and_reference(micro_dir, thre
     assert metrics == json.loads(json.dumps(result.metrics))
     assert set(metrics["fad"]) == {"mel", "encodec", "musicnn"}
     assert metrics["tags"].startswith("MSD_musicnn")
-    for name, values in metrics["fad"].items():
+    for values in metrics["fad"].values():
         assert set(values) == {"model", "untrained", "codec", "real"} and all(v >= 0 for v in values.values())
-        # Every embedder's FAD has its bounds over prompts (two prompts here: the estimate may fall outside).
-        bounds = metrics["intervals"]["fad"][name]
-        assert all(0 <= bounds[s]["low"] <= bounds[s]["high"] < math.inf for s in values)
+    # The gate embedder's FAD has its bounds over prompts (two prompts here: the estimate may fall outside).
+    bounds = metrics["intervals"]["fad"]
+    assert set(bounds) == {params.gate_embedder}
+    assert all(0 <= bounds["mel"][s]["low"] <= bounds["mel"][s]["high"] < math.inf for s in metrics["fad"]["mel"])
     assert set(metrics["adherence"]) == set(ADHERENCE)
     assert all(set(values) == {"model", "untrained", "codec", "real"} for values in metrics["adherence"].values())
     assert set(metrics["gain_over_untrained"]) == set(metrics["adherence"])
