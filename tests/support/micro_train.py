@@ -57,7 +57,8 @@ def killed_and_straight(tokens, runs: Path, overrides: dict) -> tuple[dict, dict
     """Train once straight through and once killed with SIGKILL mid-way (after step 4's checkpoint) and resumed;
     the two runs' trained tensors, for the caller to compare (folders `runs/straight` and `runs/killed`)."""
     finish(start_training(tokens, runs / "straight", overrides))
-    killed = start_training(tokens, runs / "killed", overrides)
+    # --hold: the run waits after its step-4 checkpoint, so a busy machine cannot let it finish before the kill.
+    killed = start_training(tokens, runs / "killed", overrides, "--hold")
     meta = runs / "killed" / "train" / "checkpoints" / "last" / "meta.json"
     deadline = time.time() + 300
     while not (meta.is_file() and json.loads(meta.read_text())["step"] >= 4) and time.time() < deadline:
@@ -70,8 +71,24 @@ def killed_and_straight(tokens, runs: Path, overrides: dict) -> tuple[dict, dict
     return trained_weights(runs / "straight"), trained_weights(runs / "killed")
 
 
+def _hold_after_step_four() -> None:
+    """Make the training wait (for the test's SIGKILL) once its last checkpoint is at step 4 or later."""
+    import components.train as training
+
+    save = training.save_checkpoint
+
+    def save_then_hold(folder, state, meta):
+        save(folder, state, meta)
+        if folder.name == "last" and meta["step"] >= 4:
+            time.sleep(600)
+
+    training.save_checkpoint = save_then_hold
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    if "--hold" in sys.argv:
+        _hold_after_step_four()
     tokens, codec, out, model, overrides = sys.argv[1:6]
     params = TrainParams(**json.loads(overrides))
     train(
